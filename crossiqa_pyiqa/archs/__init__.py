@@ -1,0 +1,1 @@
+"""Architectures registered in pyiqa's ARCH_REGISTRY when imported."""

@@ -1,0 +1,388 @@
+r"""Cross-IQA: a ViT whose class token learns image quality from unlabelled images.
+
+Our reading of Zhang et al., "Cross-IQA: Unsupervised Learning for Image Quality
+Assessment" (arXiv 2405.04311), see DESIGN.md §2:
+
+- Pretext: two weight-sharing branches encode two differently degraded versions
+  ``a`` and ``b`` of one pristine crop into ``(q, P)`` = (class token, patch tokens).
+  The decoder renders ``a`` from ``(q_a, P_b)`` and ``b`` from ``(q_b, P_a)``: content
+  comes from the other branch, so the degradation can only travel through the
+  class token, which becomes a quality code.
+- Downstream: the frozen encoder's features feed a linear (ridge) head, or a
+  NIQE-style distance to pristine statistics (zero-shot).
+
+Images are scored at their own pixel scale (never resized), either in tiles of
+the training crop size whose features are averaged (``native_mode='tiles'``) or
+as one sequence with interpolated position embeddings (``native_mode='interp'``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.models.vision_transformer import Block
+
+from pyiqa.utils.registry import ARCH_REGISTRY
+
+from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_weights
+
+#: Named sizes, in the spirit of timm's model configurations.
+CROSSIQA_CONFIGS: dict[str, dict[str, Any]] = {
+    'tiny': dict(embed_dim=192, depth=6, num_heads=3, decoder_dim=128, decoder_depth=2, decoder_heads=4),
+    'small': dict(embed_dim=384, depth=12, num_heads=6, decoder_dim=256, decoder_depth=4, decoder_heads=8),
+    'base': dict(embed_dim=768, depth=12, num_heads=12, decoder_dim=512, decoder_depth=8, decoder_heads=16),
+}
+
+DEFAULT_CONFIG: dict[str, Any] = dict(
+    **CROSSIQA_CONFIGS['tiny'],
+    patch_size=16,
+    img_size=128,  # training crop; tiles have this size at inference
+    mlp_ratio=4.0,
+    decoder_condition='token+add',  # how the class token reaches the decoder
+    feature_tokens=('cls', 'mean'),  # per tile: class token, patch-token mean / 'std'
+    feature_blocks=(-1,),  # which encoder blocks' outputs are read out
+    feature_scales=(1.0, 0.5),  # native pixel scale and half scale
+    native_mode='tiles',  # 'tiles' | 'interp'
+    tile_batch=64,  # tiles encoded at once: bounds memory on huge images
+    max_tokens=1024,  # 'interp' mode: larger images fall back to tiles of this many tokens
+)
+
+CONFIG_KEYS = frozenset(DEFAULT_CONFIG) | {'size'}
+
+
+def default_weight_path(weights: str) -> str:
+    return str(PACKAGE_WEIGHTS_DIR / f'{weights}.safetensors')
+
+
+def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise TypeError(f'Unknown CrossIQA option(s) {sorted(unknown)}; valid: {sorted(CONFIG_KEYS)}')
+    out = dict(DEFAULT_CONFIG)
+    size = config.get('size')
+    if size is not None:
+        if size not in CROSSIQA_CONFIGS:
+            raise ValueError(f'Unknown CrossIQA size {size!r}; choose from {sorted(CROSSIQA_CONFIGS)}')
+        out.update(CROSSIQA_CONFIGS[size])
+    out.update({k: v for k, v in config.items() if k != 'size'})
+    for key in ('feature_tokens', 'feature_blocks', 'feature_scales'):
+        out[key] = tuple(out[key])
+    if out['native_mode'] not in ('tiles', 'interp'):
+        raise ValueError(f"native_mode must be 'tiles' or 'interp', got {out['native_mode']!r}")
+    if out['img_size'] % out['patch_size']:
+        raise ValueError(f"img_size {out['img_size']} is not a multiple of patch_size {out['patch_size']}")
+    bad_tokens = set(out['feature_tokens']) - {'cls', 'mean', 'std'}
+    if bad_tokens or not out['feature_tokens']:
+        raise ValueError(f"feature_tokens must be a non-empty subset of ('cls', 'mean', 'std'), got {out['feature_tokens']}")
+    return out
+
+
+class CrossIQAEncoder(nn.Module):
+    """ViT encoder with a class token (timm blocks), usable at any input size."""
+
+    def __init__(self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
+                 mlp_ratio: float) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=embed_dim,
+                                      strict_img_size=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, embed_dim))
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+
+    def pos_embed_for(self, grid_hw: tuple[int, int]) -> torch.Tensor:
+        if grid_hw == (self.grid, self.grid):
+            return self.pos_embed
+        return resample_abs_pos_embed(self.pos_embed, list(grid_hw), old_size=[self.grid, self.grid],
+                                      num_prefix_tokens=1)
+
+    def forward(self, x: torch.Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None,
+                return_blocks: Sequence[int] = ()) -> dict[str, Any]:
+        """Encode; optionally drop a random ``mask_ratio`` of patches (MAE-style).
+
+        Returns ``cls`` (B, D), ``patches`` (B, L_kept, D), ``ids_keep`` (B, L_kept) or None,
+        and ``blocks``: normalised token sequences of the requested block indices.
+        """
+        grid_hw = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        tokens = self.patch_embed((x - 0.45) / 0.225)  # [0,1] pixels → roughly zero-mean, unit-scale
+        pos = self.pos_embed_for(grid_hw)
+        tokens = tokens + pos[:, 1:]
+        ids_keep = None
+        if mask_ratio > 0:
+            b, length, dim = tokens.shape
+            keep = max(1, int(round(length * (1 - mask_ratio))))
+            noise = torch.rand(b, length, generator=generator, device='cpu' if generator is None else generator.device)
+            ids_keep = noise.to(tokens.device).argsort(dim=1)[:, :keep].sort(dim=1).values
+            tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, dim))
+        cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1)
+        wanted = {i % len(self.blocks) for i in return_blocks}
+        outputs = {}
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens)
+            if i in wanted:
+                outputs[i] = self.norm(tokens)
+        tokens = self.norm(tokens)
+        return {'cls': tokens[:, 0], 'patches': tokens[:, 1:], 'ids_keep': ids_keep,
+                'blocks': [outputs[i % len(self.blocks)] for i in return_blocks]}
+
+
+class CrossIQADecoder(nn.Module):
+    """Light ViT decoder: renders an image's patches from a quality code and content tokens."""
+
+    def __init__(self, num_patches: int, patch_size: int, embed_dim: int, decoder_dim: int, depth: int,
+                 num_heads: int, mlp_ratio: float, condition: str) -> None:
+        super().__init__()
+        if condition not in ('token', 'token+add'):
+            raise ValueError(f"decoder_condition must be 'token' or 'token+add', got {condition!r}")
+        self.condition = condition
+        self.embed = nn.Linear(embed_dim, decoder_dim)
+        self.quality_embed = nn.Linear(embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, decoder_dim))
+        self.blocks = nn.ModuleList([Block(decoder_dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(decoder_dim, eps=1e-6)
+        self.pixel_head = nn.Linear(decoder_dim, patch_size * patch_size * 3)
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, quality: torch.Tensor, content: torch.Tensor, ids_keep: torch.Tensor | None) -> torch.Tensor:
+        """``quality`` (B, D), ``content`` (B, L_kept, D) → pixel patches (B, L, p*p*3)."""
+        content = self.embed(content)
+        b, _, dim = content.shape
+        num_patches = self.pos_embed.shape[1] - 1
+        if ids_keep is not None:  # put the kept tokens back in place, mask tokens elsewhere
+            full = self.mask_token.expand(b, num_patches, -1).clone()
+            full.scatter_(1, ids_keep[..., None].expand(-1, -1, dim), content)
+            content = full
+        q = self.quality_embed(quality)[:, None]
+        if self.condition == 'token+add':
+            content = content + q
+        tokens = torch.cat([q, content], dim=1) + self.pos_embed
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.pixel_head(self.norm(tokens)[:, 1:])
+
+
+@ARCH_REGISTRY.register()
+class CrossIQA(nn.Module):
+    """Cross-IQA network: shared encoder/decoder for the pretext, features + head for scoring.
+
+    Args:
+        pretrained: load ``pretrained_model_path`` (or the packaged ``weights`` file).
+            ``False`` builds random weights (tests, pretext training from scratch).
+        pretrained_model_path: a weight file written by :func:`crossiqa_pyiqa.weights.save_weights`.
+        weights: name of a weight file shipped in the package (used when no path is given).
+        head: ``'linear'`` (ridge head fitted on MOS, higher is better) or
+            ``'zeroshot'`` (NIQE-style distance to pristine statistics, lower is better).
+        **config: architecture options (see ``DEFAULT_CONFIG``); a weight file's own
+            config is used as the base, explicit options override inference-only keys.
+    """
+
+    ARCH_NAME = 'CrossIQA'
+    INFERENCE_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'tile_batch',
+                                'max_tokens'})
+
+    def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
+                 weights: str = 'crossiqa_livec', head: str = 'linear', **config: Any) -> None:
+        super().__init__()
+        if head not in ('linear', 'zeroshot'):
+            raise ValueError(f"head must be 'linear' or 'zeroshot', got {head!r}")
+        self.head_type = head
+        state_dict, self.info = None, {}
+        path = None
+        if pretrained:
+            path = pretrained_model_path or default_weight_path(weights)
+            try:
+                state_dict, file_config, self.info = read_weights(path, arch=self.ARCH_NAME)
+            except FileNotFoundError:
+                if pretrained_model_path:
+                    raise
+                raise FileNotFoundError(
+                    f'No trained Cross-IQA weights named {weights!r} are installed ({path} is missing). '
+                    'Pass pretrained_model_path=<file.safetensors> (e.g. one written by scripts/fit_regressor.py), '
+                    'or pretrained=False for a randomly initialised network.') from None
+            clashing = {k for k in config if k not in self.INFERENCE_KEYS and k in file_config
+                        and config[k] != file_config[k]}
+            if clashing:
+                raise ValueError(f'Weight file {path} was trained with '
+                                 + ', '.join(f'{k}={file_config[k]!r}' for k in sorted(clashing))
+                                 + f'; the options ask for {", ".join(f"{k}={config[k]!r}" for k in sorted(clashing))}.')
+            config = {**file_config, **config}
+        self.config = _normalise_config(config)
+        c = self.config
+        self.patch_size, self.img_size = c['patch_size'], c['img_size']
+        self.encoder = CrossIQAEncoder(c['img_size'], c['patch_size'], c['embed_dim'], c['depth'], c['num_heads'],
+                                       c['mlp_ratio'])
+        self.decoder = CrossIQADecoder((c['img_size'] // c['patch_size']) ** 2, c['patch_size'], c['embed_dim'],
+                                       c['decoder_dim'], c['decoder_depth'], c['decoder_heads'], c['mlp_ratio'],
+                                       c['decoder_condition'])
+        self.feature_dim = (c['embed_dim'] * len(c['feature_tokens']) * len(c['feature_blocks'])
+                            * len(c['feature_scales']))
+        # Head: standardise features, then a linear map. Fitted by scripts/fit_regressor.py.
+        self.register_buffer('feat_mean', torch.zeros(self.feature_dim))
+        self.register_buffer('feat_std', torch.ones(self.feature_dim))
+        self.head = nn.Linear(self.feature_dim, 1)
+        # Zero-shot: pristine feature statistics (standardised space), fitted by the regression stage.
+        self.register_buffer('pristine_mean', torch.zeros(self.feature_dim))
+        self.register_buffer('pristine_cov', torch.eye(self.feature_dim))
+        self.apply(self._init_weights)
+        if state_dict is not None:
+            load_state_strict(self, state_dict, path)
+            if head == 'zeroshot' and not self.info.get('has_pristine_stats', False):
+                raise ValueError(f'Weight file {path} holds no pristine statistics; the zero-shot head needs a file '
+                                 'written with them (scripts/fit_regressor.py --pristine DIR).')
+        self.eval()
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ pretext
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → (B, L, p*p*3), the decoder's output layout."""
+        p = self.patch_size
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // p, p, w // p, p)
+        return torch.einsum('bchpwq->bhwpqc', x).reshape(b, (h // p) * (w // p), p * p * c)
+
+    def unpatchify(self, patches: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        p = self.patch_size
+        h, w = hw or (self.img_size, self.img_size)
+        b = patches.shape[0]
+        x = patches.reshape(b, h // p, w // p, p, p, 3)
+        return torch.einsum('bhwpqc->bchpwq', x).reshape(b, 3, h, w)
+
+    def pretext(self, a: torch.Tensor, b: torch.Tensor, mask_ratio: float = 0.0, with_self: bool = True,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Both branches at once: returns cross (and self) reconstructions as patch sequences.
+
+        ``cross_a`` = D(q_a, P_b) ≈ a and ``cross_b`` = D(q_b, P_a) ≈ b; ``self_*`` = D(q_*, P_*).
+        Also returns the class tokens ``q_a``, ``q_b``.
+        """
+        if a.shape != b.shape or a.shape[-1] != self.img_size or a.shape[-2] != self.img_size:
+            raise ValueError(f'pretext expects two batches of {self.img_size}x{self.img_size} crops, '
+                             f'got {tuple(a.shape)} and {tuple(b.shape)}')
+        n = a.shape[0]
+        enc = self.encoder(torch.cat([a, b]), mask_ratio=mask_ratio, generator=generator)
+        q, patches, ids = enc['cls'], enc['patches'], enc['ids_keep']
+        # cross: each quality code with the other branch's content (ids travel with the content)
+        q_in = torch.cat([q[:n], q[n:]])
+        content = torch.cat([patches[n:], patches[:n]])
+        content_ids = None if ids is None else torch.cat([ids[n:], ids[:n]])
+        if with_self:
+            q_in = torch.cat([q_in, q])
+            content = torch.cat([content, patches])
+            content_ids = None if ids is None else torch.cat([content_ids, ids])
+        rec = self.decoder(q_in, content, content_ids)
+        out = {'cross_a': rec[:n], 'cross_b': rec[n:2 * n], 'q_a': q[:n], 'q_b': q[n:]}
+        if with_self:
+            out['self_a'], out['self_b'] = rec[2 * n:3 * n], rec[3 * n:]
+        return out
+
+    # ---------------------------------------------------------------- features
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f'CrossIQA expects a (B, 3, H, W) tensor, got '
+                             f'{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}')
+        h, w = x.shape[-2:]
+        if h < self.patch_size or w < self.patch_size:
+            raise ValueError(f'Image of size {h}x{w} is smaller than one {self.patch_size}x{self.patch_size} patch; '
+                             f'CrossIQA needs at least {self.patch_size}x{self.patch_size} pixels.')
+
+    @staticmethod
+    def _tile_starts(length: int, tile: int) -> list[int]:
+        """Start offsets of tiles covering ``length``; the last tile is aligned to the edge."""
+        if length <= tile:
+            return [0]
+        n = math.ceil(length / tile)
+        starts = [i * tile for i in range(n - 1)] + [length - tile]
+        return sorted(set(starts))
+
+    def _token_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for kind in self.config['feature_tokens']:
+            if kind == 'cls':
+                parts.append(tokens[:, 0])
+            elif kind == 'mean':
+                parts.append(tokens[:, 1:].mean(dim=1))
+            else:
+                parts.append(tokens[:, 1:].std(dim=1, unbiased=False))
+        return torch.cat(parts, dim=-1)
+
+    def _encode_features(self, x: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder(x, return_blocks=self.config['feature_blocks'])
+        return torch.cat([self._token_features(t) for t in enc['blocks']], dim=-1)
+
+    def _tiles(self, x: torch.Tensor, tile: int) -> tuple[torch.Tensor, int]:
+        """Cut (B,3,H,W) into tiles of ``tile`` pixels (patch-aligned); returns (B*T,3,t_h,t_w), T."""
+        p = self.patch_size
+        h, w = x.shape[-2:]
+        th, tw = min(tile, h - h % p), min(tile, w - w % p)
+        ys, xs = self._tile_starts(h, th), self._tile_starts(w, tw)
+        if len(ys) == 1 and h > th:  # image shorter than a tile but not patch-aligned: centre crop
+            ys = [(h - th) // 2]
+        if len(xs) == 1 and w > tw:
+            xs = [(w - tw) // 2]
+        tiles = torch.stack([x[:, :, y:y + th, x0:x0 + tw] for y in ys for x0 in xs], dim=1)
+        return tiles.flatten(0, 1), len(ys) * len(xs)
+
+    def _features_one_scale(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        b = x.shape[0]
+        if c['native_mode'] == 'interp':
+            p = self.patch_size
+            h, w = x.shape[-2:]
+            if (h // p) * (w // p) <= c['max_tokens']:
+                x = x[:, :, :h - h % p, :w - w % p]
+                return self._encode_features(x)[:, None]  # (B, 1, F)
+            tile = int(math.sqrt(c['max_tokens'])) * p
+        else:
+            tile = self.img_size
+        tiles, n_tiles = self._tiles(x, tile)
+        chunk = max(1, c['tile_batch'])
+        feats = torch.cat([self._encode_features(tiles[i:i + chunk]) for i in range(0, tiles.shape[0], chunk)])
+        return feats.reshape(b, n_tiles, -1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact features the head consumes: (B, feature_dim), averaged over tiles, per scale."""
+        self._check_input(x)
+        per_scale = []
+        for scale in self.config['feature_scales']:
+            xs = x
+            if scale != 1.0:
+                size = (max(self.patch_size, round(x.shape[-2] * scale)),
+                        max(self.patch_size, round(x.shape[-1] * scale)))
+                xs = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
+            per_scale.append(self._features_one_scale(xs).mean(dim=1))
+        return torch.cat(per_scale, dim=-1)
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.feat_mean) / self.feat_std
+
+    def zeroshot_distance(self, features: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance of standardised features to the pristine mean (NIQE-style)."""
+        diff = self.standardise(features) - self.pristine_mean
+        sol = torch.linalg.solve(self.pristine_cov.to(diff.dtype), diff.T).T
+        return (diff * sol).sum(dim=-1).clamp_min(0).sqrt()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quality score per image, shape (B, 1)."""
+        features = self.forward_features(x)
+        if self.head_type == 'zeroshot':
+            return self.zeroshot_distance(features)[:, None]
+        return self.head(self.standardise(features))

@@ -1,0 +1,69 @@
+"""Adding the plugin's architectures and metrics to pyiqa's registries."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+#: Metric entries added to ``pyiqa.DEFAULT_CONFIGS`` (pyiqa's own format).
+PLUGIN_METRICS: dict[str, dict[str, Any]] = {
+    'crossiqa': {
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'linear'},
+        'metric_mode': 'NR',
+        'lower_better': False,
+        'score_range': '~0, ~100',
+    },
+    'crossiqa-livec': {
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'linear'},
+        'metric_mode': 'NR',
+        'lower_better': False,
+        'score_range': '~0, ~100',
+    },
+    'crossiqa-zs': {
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'zeroshot'},
+        'metric_mode': 'NR',
+        'lower_better': True,
+        'score_range': '0, ~inf',
+    },
+}
+
+_REGISTERED = False
+
+
+def register_metric(name: str, metric_opts: dict[str, Any], lower_better: bool = False,
+                    score_range: str = '~0, ~100', override: bool = True) -> None:
+    """Add (or replace) one NR metric entry in pyiqa's ``DEFAULT_CONFIGS``."""
+    if not override and name in DEFAULT_CONFIGS:
+        raise KeyError(f'pyiqa already has a metric named {name!r}')
+    if 'type' not in metric_opts:
+        raise ValueError(f"metric_opts of {name!r} needs a 'type' (an ARCH_REGISTRY name)")
+    DEFAULT_CONFIGS[name] = {'metric_opts': dict(metric_opts), 'metric_mode': 'NR',
+                             'lower_better': lower_better, 'score_range': score_range}
+
+
+def _register_user_weights() -> None:
+    """Heads fitted by ``scripts/fit_regressor.py`` live in the user weights dir as ``<metric>.safetensors``."""
+    from crossiqa_pyiqa.weights import user_weights_dir
+
+    folder = user_weights_dir()
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob('*.safetensors')):
+        name = path.stem
+        if name.startswith('crossiqa-') and name not in PLUGIN_METRICS:
+            register_metric(name, {'type': 'CrossIQA', 'pretrained_model_path': str(path), 'head': 'linear'})
+
+
+def register() -> None:
+    """Idempotent: import the architectures (their decorators fill ``ARCH_REGISTRY``) and add the metrics."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from crossiqa_pyiqa.archs import crossiqa_arch  # noqa: F401  (registers CrossIQA)
+
+    for name, cfg in PLUGIN_METRICS.items():
+        DEFAULT_CONFIGS[name] = {**cfg, 'metric_opts': dict(cfg['metric_opts'])}
+    _register_user_weights()
+    _REGISTERED = True
