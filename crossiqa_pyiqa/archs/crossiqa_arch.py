@@ -242,6 +242,12 @@ class CrossIQA(nn.Module):
                                  'written with them (scripts/fit_regressor.py --pristine DIR).')
         self.eval()
 
+    def save_pretrained(self, path: str, info: dict[str, Any] | None = None) -> str:
+        """Write this network (encoder, decoder, head, statistics) with its config and provenance."""
+        from crossiqa_pyiqa.weights import save_weights
+
+        return str(save_weights(path, self.state_dict(), self.ARCH_NAME, self.config, {**self.info, **(info or {})}))
+
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):

@@ -1,0 +1,1 @@
+"""Shared training infrastructure (options, data, tasks, trainer) for Cross-IQA and GRepQ."""

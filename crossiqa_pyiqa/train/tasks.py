@@ -1,0 +1,164 @@
+"""Training tasks: what one step computes. The trainer (``trainer.py``) is shared.
+
+A task is an ``nn.Module`` that owns the network being trained; its ``forward``
+takes a batch of clean uint8 crops and a ``torch.Generator`` and returns
+``(loss, logs)``. Being a module lets DDP wrap it directly, so gradient
+synchronisation covers whatever the task's forward touches.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TASK_REGISTRY: dict[str, Callable[[dict[str, Any]], 'PretextTask']] = {}
+
+
+def register_task(name: str):
+    def deco(cls):
+        TASK_REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def build_task(opt: dict[str, Any]) -> 'PretextTask':
+    name = opt.get('task', 'crossiqa_pretext')
+    if name not in TASK_REGISTRY:
+        if name.startswith('grepq'):
+            import crossiqa_pyiqa.train.grepq_task  # noqa: F401  (registers GRepQ tasks)
+        if name not in TASK_REGISTRY:
+            raise KeyError(f'Unknown training task {name!r}; known: {sorted(TASK_REGISTRY)}')
+    return TASK_REGISTRY[name](opt)
+
+
+class PretextTask(nn.Module):
+    """Interface: ``model`` (the network to export), ``forward``, ``visualise``, ``export``."""
+
+    model: nn.Module
+
+    def forward(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def visualise(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """An image grid (3, H, W) in [0, 1] showing what the task learns, or None."""
+        return None
+
+    def export(self, path: str, info: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+def _degradation_pairs(sampler, crops: torch.Tensor, generator: torch.Generator,
+                       max_tries: int = 8) -> tuple[list, list]:
+    """Two degradation specs per image, different from each other (DESIGN §2.1 step 2)."""
+    specs_a, specs_b = [], []
+    for _ in range(crops.shape[0]):
+        sa = sampler.sample(generator)
+        sb = sampler.sample(generator)
+        tries = 0
+        while sb == sa and tries < max_tries:
+            sb = sampler.sample(generator)
+            tries += 1
+        specs_a.append(sa)
+        specs_b.append(sb)
+    return specs_a, specs_b
+
+
+def apply_specs(x: torch.Tensor, specs: list, generator: torch.Generator) -> torch.Tensor:
+    """Degrade image ``i`` of ``x`` with the composition ``specs[i]``, batching images that share a spec."""
+    from crossiqa_pyiqa import degradations
+
+    out = x.clone()
+    groups: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(tuple(spec), []).append(i)
+    for spec, idx in groups.items():
+        if not spec:
+            continue
+        sub = x[idx]
+        for name, level in spec:
+            sub = degradations.apply(sub, name, level, generator=generator)
+        out[idx] = sub
+    return out
+
+
+@register_task('crossiqa_pretext')
+class CrossIQAPretext(PretextTask):
+    """DESIGN §2.1: reconstruct each degraded view from its own class token and the other view's patches."""
+
+    def __init__(self, opt: dict[str, Any]) -> None:
+        super().__init__()
+        from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+        from crossiqa_pyiqa.degradations import DegradationSampler
+
+        net_opt = {k: v for k, v in opt['network'].items() if k != 'type'}
+        if opt['network'].get('type', 'CrossIQA') != 'CrossIQA':
+            raise ValueError(f"crossiqa_pretext trains a CrossIQA network, not {opt['network']['type']!r}")
+        crop = opt['datasets']['train']['crop_size']
+        net_opt.setdefault('img_size', crop)
+        if net_opt['img_size'] != crop:
+            raise ValueError(f"network.img_size ({net_opt['img_size']}) must equal the training crop_size ({crop})")
+        self.model = CrossIQA(pretrained=False, **net_opt)
+        deg = dict(opt.get('degradations', {}))
+        self.sampler = DegradationSampler(**deg)
+        loss = opt['train'].get('loss', {})
+        self.self_weight = float(loss.get('self_weight', 0.0))
+        self.norm_pix = bool(loss.get('norm_pix', False))
+        self.lowfreq_weight = float(loss.get('lowfreq_weight', 0.0))
+        self.mask_ratio = float(opt['train'].get('mask_ratio', 0.0))
+
+    def degrade(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = crops.float() / 255.0
+        specs_a, specs_b = _degradation_pairs(self.sampler, x, generator)
+        return apply_specs(x, specs_a, generator), apply_specs(x, specs_b, generator)
+
+    def _target(self, img: torch.Tensor) -> torch.Tensor:
+        target = self.model.patchify(img)
+        if self.norm_pix:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6).sqrt()
+        return target
+
+    def _rec_loss(self, pred: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        loss = F.mse_loss(pred, self._target(img))
+        if self.lowfreq_weight > 0:  # colour / low-frequency term: per-patch mean colour
+            p = self.model.patch_size
+            pm = pred.reshape(*pred.shape[:2], p * p, 3).mean(2)
+            tm = self.model.patchify(img).reshape(*pred.shape[:2], p * p, 3).mean(2)
+            loss = loss + self.lowfreq_weight * F.mse_loss(pm, tm)
+        return loss
+
+    def forward(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        a, b = self.degrade(crops, generator)
+        out = self.model.pretext(a, b, mask_ratio=self.mask_ratio, with_self=self.self_weight > 0,
+                                 generator=generator)
+        cross = 0.5 * (self._rec_loss(out['cross_a'], a) + self._rec_loss(out['cross_b'], b))
+        loss = cross
+        logs = {'loss_cross': cross.item()}
+        if self.self_weight > 0:
+            self_term = 0.5 * (self._rec_loss(out['self_a'], a) + self._rec_loss(out['self_b'], b))
+            loss = loss + self.self_weight * self_term
+            logs['loss_self'] = self_term.item()
+        logs['loss'] = loss.item()
+        return loss, logs
+
+    @torch.no_grad()
+    def visualise(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Rows like the paper's Figure 3: content input b | cross reconstruction D(q_a, P_b) | target a."""
+        from torchvision.utils import make_grid
+
+        n = min(4, crops.shape[0])
+        a, b = self.degrade(crops[:n], generator)
+        out = self.model.pretext(a, b, with_self=False)
+        rec = out['cross_a']
+        if self.norm_pix:  # undo the per-patch normalisation with the target's statistics
+            t = self.model.patchify(a)
+            rec = rec * (t.var(-1, keepdim=True) + 1e-6).sqrt() + t.mean(-1, keepdim=True)
+        rec = self.model.unpatchify(rec).clamp(0, 1)
+        rows = torch.stack([b, rec, a], dim=1).flatten(0, 1)
+        return make_grid(rows, nrow=3, padding=2, pad_value=1.0)
+
+    def export(self, path: str, info: dict[str, Any]) -> str:
+        return self.model.save_pretrained(path, info)
