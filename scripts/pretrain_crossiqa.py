@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--data', nargs='+', help='folders of unlabelled images (override datasets.train.dataroots)')
     p.add_argument('--out', help='output folder (default: runs/<name>)')
     p.add_argument('--max-steps', type=int, help='override train.total_iter')
+    p.add_argument('--stop-after', type=int, help='stop (with a checkpoint) after this many steps of this run; '
+                   'the schedule still follows train.total_iter')
     p.add_argument('--resume', help="'auto' (latest checkpoint in the output folder) or a checkpoint path")
     p.add_argument('--summary', help='write a JSON summary of the run here')
     p.add_argument('--export', help='weight file to write at the end (default: <out>/<name>.safetensors)')
@@ -47,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_main:
         os.makedirs(out, exist_ok=True)
         print(f'Options:{dict2str(opt)}', flush=True)
-    summary = trainer.train()
+    summary = trainer.train(stop_after=args.stop_after)
     if not summary['interrupted']:
         summary['export'] = trainer.export(args.export or os.path.join(out, f"{opt.get('name', 'model')}.safetensors"),
                                            {'pairs_per_s': summary['pairs_per_s'], 'seconds': summary['seconds']})
     if trainer.is_main:
-        print(json.dumps({k: v for k, v in summary.items() if k != 'param_checksums'}, indent=1), flush=True)
+        print(json.dumps({k: v for k, v in summary.items() if k not in ('param_checksums', 'losses')}, indent=1), flush=True)
         if args.summary:
             with open(args.summary, 'w') as f:
                 json.dump(summary, f, indent=1)

@@ -208,7 +208,8 @@ class Trainer:
         values = [g.item() for g in gathered]
         return all(v == values[0] for v in values), values
 
-    def train(self) -> dict[str, Any]:
+    def train(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``train.total_iter`` (or stop, with a checkpoint, after ``stop_after`` steps of this run)."""
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         loader = self._loader()
         start_step, t0 = self.step, time.time()
@@ -251,13 +252,14 @@ class Trainer:
                     self.save_visual(crops)
                 if self.step % self.ckpt_freq == 0:
                     self.save_checkpoint()
-                stop = self._stop_signal is not None
+                stop = self._stop_signal is not None or (stop_after is not None
+                                                         and self.step - start_step >= stop_after)
                 if self.world > 1:  # every rank stops at the same step
                     flag = torch.tensor([float(stop)], device=self.device)
                     dist.all_reduce(flag)
                     stop = flag.item() > 0
                 if stop:
-                    interrupted = True
+                    interrupted = self.step < self.total
                     break
                 t_wait = time.time()
         finally:
@@ -266,7 +268,7 @@ class Trainer:
                 signal.signal(s, h)
         ckpt = self.save_checkpoint() if (interrupted or self.step % self.ckpt_freq) else \
             find_latest_checkpoint(self.ckpt_dir)
-        if interrupted and self.is_main:
+        if interrupted and self.is_main and self._stop_signal is not None:
             print(f'Interrupted by signal {self._stop_signal}: checkpoint {ckpt} written at step {self.step}; '
                   'continue with --resume auto.', flush=True)
         agree, checksums = self._all_agree()
@@ -280,6 +282,7 @@ class Trainer:
             'data_wait_share': data_wait / seconds if seconds > 0 else 0.0,
             'seconds': seconds, 'world_size': self.world, 'interrupted': interrupted,
             'ranks_agree': agree, 'param_checksums': checksums, 'checkpoint': ckpt,
+            'losses': losses,
         }
         if self.writer:
             self.writer.close()
