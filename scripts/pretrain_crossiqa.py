@@ -13,6 +13,10 @@ import json
 import os
 import sys
 
+# OpenMP threads that spin while waiting make a shared CPU crawl (measured 15x slower steps with
+# other jobs running, see README "Training speed"); passive waiting costs nothing on an idle machine.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 from crossiqa_pyiqa.train.options import apply_overrides, dict2str, load_options
 
 
