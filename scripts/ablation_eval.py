@@ -129,6 +129,25 @@ def kodak_l_test(net, cols_by_set, heads, kodak: str, size: int, n_images: int, 
     return out
 
 
+def level_probe(feats: np.ndarray, cols: np.ndarray, folds: int = 3) -> float:
+    """Issue 4's evidence: does a linear probe on frozen features predict the degradation level
+    of *held-out images*? Ridge (alpha by CV on the training images) from features to level
+    (0 = pristine, 1..5), images split into ``folds`` groups; SRCC on the unseen images, pooled."""
+    from scipy.stats import spearmanr
+
+    from crossiqa_pyiqa.regression.ridge import fit_ridge_cv
+
+    n_img, n_ver, _ = feats.shape
+    levels = np.concatenate([[0], np.tile(np.arange(1, 6), (n_ver - 1) // 5)]).astype(np.float64)
+    pred = np.zeros((n_img, n_ver))
+    for k in range(folds):
+        test = np.arange(k, n_img, folds)
+        train = np.setdiff1d(np.arange(n_img), test)
+        model = fit_ridge_cv(feats[train][:, :, cols].reshape(-1, len(cols)), np.tile(levels, len(train)))
+        pred[test] = model.predict(feats[test][:, :, cols].reshape(-1, len(cols))).reshape(len(test), n_ver)
+    return float(spearmanr(pred.reshape(-1), np.tile(levels, n_img)).statistic)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--encoder', help='pretext weight file (.safetensors) or trainer checkpoint (.pth)')
@@ -181,6 +200,12 @@ def main() -> int:
         lt = kodak_l_test(net, cols_by_set, heads, args.kodak, args.l_size, args.l_images,
                           Path(args.cache) / f'ltest-{key}-{args.l_images}x{args.l_size}.npz')
         result['l_test'] = lt
+        cache_file = Path(args.cache) / f'ltest-{key}-{args.l_images}x{args.l_size}.npz'
+        lt_feats = np.load(cache_file)['features']
+        result['level_probe'] = {name: level_probe(lt_feats, cols) for name, cols in cols_by_set.items()}
+        for name in args.sets:
+            print(f"{args.name:>24} | {name:<34} | level probe SRCC (held-out images) "
+                  f"{result['level_probe'][name]:.3f}", flush=True)
         for name in args.sets:
             print(f"{args.name:>24} | {name:<34} | L-test SRCC {lt[name]:.3f}", flush=True)
     result['seconds'] = time.time() - t0

@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--resume', help="'auto' (latest checkpoint in the output folder) or a checkpoint path")
     p.add_argument('--summary', help='write a JSON summary of the run here')
     p.add_argument('--export', help='weight file to write at the end (default: <out>/<name>.safetensors)')
+    p.add_argument('--export-only', action='store_true',
+                   help='no training: export the checkpoint given by --resume (e.g. a run stopped early)')
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                    help='override any option, e.g. train.optim.lr=1e-4 datasets.train.crop_size=96')
     return p.parse_args(argv)
@@ -53,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_main:
         os.makedirs(out, exist_ok=True)
         print(f'Options:{dict2str(opt)}', flush=True)
+    if args.export_only:
+        if not args.resume:
+            raise SystemExit('--export-only needs --resume auto|CHECKPOINT')
+        path = trainer.export(args.export or os.path.join(out, f"{opt.get('name', 'model')}.safetensors"),
+                              {'note': f'exported from a checkpoint at step {trainer.step} of '
+                                       f"{opt['train']['total_iter']}"})
+        print(f'exported step {trainer.step} to {path}')
+        trainer.close()
+        return 0
     summary = trainer.train(stop_after=args.stop_after)
     if not summary['interrupted']:
         summary['export'] = trainer.export(args.export or os.path.join(out, f"{opt.get('name', 'model')}.safetensors"),
