@@ -48,6 +48,7 @@ def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor]
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; weight files are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

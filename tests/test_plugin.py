@@ -196,3 +196,21 @@ def test_cli_scores_folder_and_reports_bad_files(tmp_path, weight_file):
     assert rows[0] == 'image,crossiqa-test' and len(rows) == 3
     scores = [float(r.split(',')[1]) for r in rows[1:]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_shipped_model_prefers_sharp_photos():
+    """The packaged crossiqa (CLIVE head) scores Gaussian blur (KADID level 4) below the original."""
+    from crossiqa_pyiqa import degradations
+    from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
+
+    if not os.path.exists(default_weight_path('crossiqa_livec')):
+        pytest.skip('no trained weights in this checkout')
+    metric = pyiqa.create_metric('crossiqa', device='cpu')
+    info = metric.net.info
+    assert info['dataset'] and info['n_images'] == 1162 and info['has_pristine_stats']
+    for name in ('astronaut', 'chelsea', 'coffee', 'rocket'):
+        x = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1)[None].float() / 255
+        blurred = degradations.apply(x, 'gaussian_blur', 4, generator=torch.Generator().manual_seed(0))
+        assert metric(blurred).item() < metric(x).item() - 3, name
+    zs = pyiqa.create_metric('crossiqa-zs', device='cpu')
+    assert zs.lower_better and torch.isfinite(zs(x)).all()

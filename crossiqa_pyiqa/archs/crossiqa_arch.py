@@ -236,7 +236,7 @@ class CrossIQA(nn.Module):
         self.register_buffer('pristine_cov', torch.eye(self.feature_dim))
         self.apply(self._init_weights)
         if state_dict is not None:
-            load_state_strict(self, state_dict, path)
+            load_state_strict(self, self._expand_symmetric(state_dict), path)
             if head == 'zeroshot' and not self.info.get('has_pristine_stats', False):
                 raise ValueError(f'Weight file {path} holds no pristine statistics; the zero-shot head needs a file '
                                  'written with them (scripts/fit_regressor.py --pristine DIR).')
@@ -246,7 +246,29 @@ class CrossIQA(nn.Module):
         """Write this network (encoder, decoder, head, statistics) with its config and provenance."""
         from crossiqa_pyiqa.weights import save_weights
 
-        return str(save_weights(path, self.state_dict(), self.ARCH_NAME, self.config, {**self.info, **(info or {})}))
+        state = self.state_dict()
+        # the covariance is symmetric: storing its upper triangle halves the file (it dominates the size)
+        cov = state.pop('pristine_cov')
+        rows, cols = torch.triu_indices(*cov.shape)
+        state['pristine_cov_triu'] = cov[rows, cols]
+        return str(save_weights(path, state, self.ARCH_NAME, self.config, {**self.info, **(info or {})}))
+
+    @staticmethod
+    def _expand_symmetric(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inverse of the upper-triangle storage of ``save_pretrained``."""
+        if 'pristine_cov_triu' not in state_dict:
+            return state_dict
+        state_dict = dict(state_dict)
+        triu = state_dict.pop('pristine_cov_triu')
+        n = int(round((math.sqrt(8 * triu.numel() + 1) - 1) / 2))
+        if n * (n + 1) // 2 != triu.numel():
+            return {**state_dict, 'pristine_cov_triu': triu}  # let the strict loader name the mismatch
+        rows, cols = torch.triu_indices(n, n)
+        cov = torch.zeros(n, n, dtype=triu.dtype)
+        cov[rows, cols] = triu
+        cov[cols, rows] = triu
+        state_dict['pristine_cov'] = cov
+        return state_dict
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
