@@ -62,8 +62,9 @@ def register() -> None:
     if _REGISTERED:
         return
     from crossiqa_pyiqa.archs import crossiqa_arch  # noqa: F401  (registers CrossIQA)
+    from crossiqa_pyiqa.archs import grepq_arch  # registers GRepQ
 
-    for name, cfg in PLUGIN_METRICS.items():
+    for name, cfg in {**PLUGIN_METRICS, **grepq_arch.GREPQ_METRICS, **grepq_arch.user_weight_metrics()}.items():
         DEFAULT_CONFIGS[name] = {**cfg, 'metric_opts': dict(cfg['metric_opts'])}
     _register_user_weights()
     _REGISTERED = True

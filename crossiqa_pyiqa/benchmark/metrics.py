@@ -1,0 +1,92 @@
+"""Metric specifications for benchmarks: pyiqa's ``DEFAULT_CONFIGS`` entries plus a custom YAML.
+
+A custom metric-options file uses pyiqa's format (as ``benchmark_results.py --metric_opt``),
+with two optional keys of ours per metric:
+
+- ``seed``: ``torch.manual_seed(seed)`` right before the network is built, so a
+  randomly initialised encoder (``metric_opts: {type: CrossIQA, pretrained: false}``)
+  is the same in every run;
+- ``probe``: treat the metric as a feature extractor (``net.forward_features``) whose
+  linear head is refitted per split. Default: true for CrossIQA with the linear head.
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+OUR_KEYS = ('seed', 'probe')
+
+
+@dataclass
+class MetricSpec:
+    name: str
+    metric_opts: dict[str, Any] = field(default_factory=dict)
+    metric_mode: str = 'NR'
+    lower_better: bool = False
+    seed: int | None = None
+    probe: bool | None = None  # None: decided from the built network
+
+    def identity(self) -> dict[str, Any]:
+        return {'name': self.name, 'metric_opts': self.metric_opts, 'seed': self.seed}
+
+
+def load_metric_opt_file(path: str) -> dict[str, dict[str, Any]]:
+    from crossiqa_pyiqa.regression.options import load_yaml
+
+    custom = load_yaml(path)
+    for name, cfg in custom.items():
+        if not isinstance(cfg, dict) or 'metric_opts' not in cfg or 'type' not in (cfg['metric_opts'] or {}):
+            raise ValueError(f'{path}: metric {name!r} needs `metric_opts:` with a `type:` (pyiqa format).')
+    return custom
+
+
+def resolve_metrics(names: list[str], custom: dict[str, dict[str, Any]] | None = None) -> list[MetricSpec]:
+    """Specs for ``names`` (custom entries first, then pyiqa's DEFAULT_CONFIGS); unknown names fail early."""
+    import crossiqa_pyiqa  # noqa: F401  (plugin metrics in DEFAULT_CONFIGS)
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    custom = custom or {}
+    specs, unknown = [], []
+    for name in dict.fromkeys(names):
+        cfg = custom.get(name) or DEFAULT_CONFIGS.get(name)
+        if cfg is None:
+            unknown.append(name)
+            continue
+        cfg = deepcopy(cfg)
+        specs.append(MetricSpec(name=name, metric_opts=dict(cfg['metric_opts']),
+                                metric_mode=cfg.get('metric_mode', 'NR'),
+                                lower_better=bool(cfg.get('lower_better', False)),
+                                seed=cfg.get('seed'), probe=cfg.get('probe')))
+    if unknown:
+        raise KeyError(f'Unknown metric(s) {unknown}: not in pyiqa.DEFAULT_CONFIGS nor in --metric_opt.')
+    return specs
+
+
+def build_metric(spec: MetricSpec, device: str | torch.device = 'cpu'):
+    """A pyiqa ``InferenceModel`` for ``spec`` (registered in DEFAULT_CONFIGS under its name)."""
+    import pyiqa
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    DEFAULT_CONFIGS[spec.name] = {'metric_opts': dict(spec.metric_opts), 'metric_mode': spec.metric_mode,
+                                  'lower_better': spec.lower_better}
+    state = torch.random.get_rng_state()
+    if spec.seed is not None:
+        torch.manual_seed(int(spec.seed))
+    try:
+        model = pyiqa.create_metric(spec.name, device=torch.device(device))
+    finally:
+        torch.random.set_rng_state(state)
+    model.eval()
+    return model
+
+
+def is_probe(spec: MetricSpec, model) -> bool:
+    """Whether the metric is evaluated as features + per-split ridge head."""
+    if spec.probe is not None:
+        if spec.probe and not hasattr(model.net, 'forward_features'):
+            raise TypeError(f'{spec.name}: probe: true needs a network with forward_features()')
+        return bool(spec.probe)
+    return type(model.net).__name__ == 'CrossIQA' and getattr(model.net, 'head_type', None) == 'linear'

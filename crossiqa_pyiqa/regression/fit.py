@@ -1,0 +1,156 @@
+"""The regression stage: frozen encoder → cached features → ridge head → weight file.
+
+``run_fit`` is what ``scripts/fit_regressor.py`` runs. It reports the 10-split linear
+probe (alpha chosen inside each training split) and then fits the head that is
+shipped on *all* images of the dataset, with alpha chosen by CV on all of them.
+The written file holds the encoder, the head, its standardisation and provenance,
+so ``pyiqa.create_metric(name)`` scores on the MOS scale of the dataset.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crossiqa_pyiqa.regression.datasets import build_iqa_dataset, dataset_records
+from crossiqa_pyiqa.regression.features import dataset_features, encoder_fingerprint, folder_features
+from crossiqa_pyiqa.regression.head import (load_encoder, set_linear_head, set_pristine_statistics,
+                                            standardise_np)
+from crossiqa_pyiqa.regression.options import regression_options
+from crossiqa_pyiqa.regression.protocol import linear_probe
+from crossiqa_pyiqa.regression.ridge import fit_ridge, select_alpha
+from crossiqa_pyiqa.regression.splits import random_splits, write_pyiqa_split_file
+from crossiqa_pyiqa.regression.zeroshot import pristine_statistics
+
+
+def metric_name_for(dataset_name: str) -> str:
+    slug = re.sub(r'[^a-z0-9]+', '-', dataset_name.lower()).strip('-')
+    return slug if slug.startswith('crossiqa-') else f'crossiqa-{slug}'
+
+
+def _dataset_opt(opt: dict[str, Any]) -> dict[str, Any]:
+    if 'dataset' in opt:
+        return dict(opt['dataset'])
+    datasets = opt.get('datasets') or {}
+    if len(datasets) != 1:
+        raise ValueError('The options need one `dataset:` section (pyiqa dataset options).')
+    return dict(next(iter(datasets.values())))
+
+
+def build_encoder(opt: dict[str, Any], encoder_file: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Encoder from ``--encoder``/``encoder.pretrained_model_path``, else random with ``encoder.random_seed``."""
+    from crossiqa_pyiqa.weights import file_sha256
+
+    enc = dict(opt.get('encoder') or {})
+    path = encoder_file or enc.get('pretrained_model_path')
+    options = dict(enc.get('options') or {})
+    if path:
+        net = load_encoder(path, **options)
+        source = {'encoder_file': str(Path(path).resolve()), 'encoder_file_sha256': file_sha256(path)}
+    else:
+        seed = enc.get('random_seed')
+        if seed is None:
+            raise ValueError('No encoder: pass --encoder FILE, or set encoder.pretrained_model_path or '
+                             'encoder.random_seed (random initialisation) in the options.')
+        net = load_encoder(None, seed=int(seed), **options)
+        source = {'encoder_file': None, 'encoder_random_seed': int(seed)}
+    source['encoder_fingerprint'] = encoder_fingerprint(net)
+    return net, source
+
+
+def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | None = None,
+            out: str | os.PathLike | None = None, pristine: str | None = None, summary: str | None = None,
+            cache_dir: str | None = None, command: str | None = None, register: bool = True,
+            split_file: str | None = None) -> dict[str, Any]:
+    """Probe, fit on all images, write the weight file (and the summary JSON). Returns the summary."""
+    from crossiqa_pyiqa.weights import user_weights_dir
+
+    t0 = time.time()
+    reg = regression_options(opt)
+    data_opt = _dataset_opt(opt)
+    dataset = build_iqa_dataset(data_opt)
+    records = dataset_records(dataset, {**data_opt, 'name': data_opt.get('name', 'dataset')})
+    net, source = build_encoder(opt, encoder_file)
+    cache_dir = cache_dir or opt.get('cache_dir')
+
+    t1 = time.time()
+    features = dataset_features(net, dataset, records, cache_dir)
+    t_features = time.time() - t1
+
+    t2 = time.time()
+    splits = random_splits(len(records), reg['n_splits'], reg['train_ratio'], reg['seed'], records.groups)
+    if split_file:
+        write_pyiqa_split_file(split_file, splits)
+    probe = linear_probe(features, records.mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
+                         reg['cv_scoring'])
+    alpha = select_alpha(features, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'])
+    model = fit_ridge(features, records.mos, alpha)
+    set_linear_head(net, model)
+    t_fit = time.time() - t2
+
+    name = name or opt.get('name') or metric_name_for(records.name)
+    info: dict[str, Any] = {
+        'metric_name': name,
+        'head': 'ridge',
+        'dataset': records.name,
+        'dataset_type': data_opt.get('type'),
+        'dataset_meta_info_file': str(data_opt.get('meta_info_file')),
+        'dataset_identity': records.identity,
+        'n_images': len(records),
+        'mos_range_fitted': [float(records.mos.min()), float(records.mos.max())],
+        'alpha': alpha,
+        'alpha_grid': reg['alphas'],
+        'cv_folds': reg['cv_folds'],
+        'protocol': {'n_splits': reg['n_splits'], 'train_ratio': reg['train_ratio'], 'seed': reg['seed'],
+                     **{k: v for k, v in probe.summary().items()}},
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'command': command or ' '.join(sys.argv),
+        'has_pristine_stats': False,
+        **source,
+    }
+    with torch.no_grad():  # stale statistics would belong to another standardisation
+        net.pristine_mean.zero_()
+        net.pristine_cov.copy_(torch.eye(net.pristine_cov.shape[0]))
+    t_pristine = 0.0
+    if pristine:
+        t3 = time.time()
+        pfeats, ppaths = folder_features(net, pristine, cache_dir)
+        mean, cov = pristine_statistics(standardise_np(net, pfeats), reg['pristine_ridge'])
+        set_pristine_statistics(net, mean, cov)
+        info.update({'has_pristine_stats': True, 'pristine_dir': str(Path(pristine).resolve()),
+                     'pristine_n_images': len(ppaths), 'pristine_ridge': reg['pristine_ridge']})
+        t_pristine = time.time() - t3
+
+    out = Path(out) if out else user_weights_dir() / f'{name}.safetensors'
+    net.save_pretrained(str(out), info)
+    if register:
+        from crossiqa_pyiqa.registration import register_metric
+
+        register_metric(name, {'type': 'CrossIQA', 'pretrained_model_path': str(out), 'head': 'linear'})
+    result = {
+        'metric_name': name,
+        'weight_file': str(out),
+        'dataset': records.name,
+        'n_images': len(records),
+        'feature_dim': int(features.shape[1]),
+        'alpha_full': alpha,
+        **probe.summary(),
+        'seconds': round(time.time() - t0, 2),
+        'seconds_features': round(t_features, 2),
+        'seconds_fit': round(t_fit, 2),
+        'seconds_pristine': round(t_pristine, 2),
+        'has_pristine_stats': info['has_pristine_stats'],
+        **source,
+    }
+    if summary:
+        Path(summary).parent.mkdir(parents=True, exist_ok=True)
+        with open(summary, 'w') as f:
+            json.dump(result, f, indent=2)
+    return result

@@ -1,0 +1,56 @@
+"""Putting fitted heads and statistics into a CrossIQA network.
+
+``RidgeModel`` standardises with (mean, std) then applies (coef, intercept): the same
+computation as ``CrossIQA.head(CrossIQA.standardise(f))``, so the fitted numbers are
+copied into the buffers and the ``nn.Linear`` without any re-parametrisation.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossiqa_pyiqa.regression.ridge import RidgeModel
+
+
+def load_encoder(path: str | os.PathLike | None = None, seed: int | None = None, **options: Any) -> torch.nn.Module:
+    """A CrossIQA network from a weight file, or randomly initialised with ``torch.manual_seed(seed)``."""
+    from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+
+    if path:
+        return CrossIQA(pretrained_model_path=str(path), **options)
+    if seed is None:
+        raise ValueError('Give an encoder weight file, or a seed for a randomly initialised encoder.')
+    state = torch.random.get_rng_state()
+    torch.manual_seed(int(seed))
+    try:
+        return CrossIQA(pretrained=False, **options)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def set_linear_head(net: torch.nn.Module, model: RidgeModel) -> None:
+    """Copy a ridge fit (in the network's feature space) into ``feat_mean/feat_std`` and ``head``."""
+    dim = net.head.in_features
+    if model.coef.shape != (dim,):
+        raise ValueError(f'Ridge coefficients have shape {model.coef.shape}, the head expects ({dim},)')
+    with torch.no_grad():
+        net.feat_mean.copy_(torch.as_tensor(model.mean, dtype=net.feat_mean.dtype))
+        net.feat_std.copy_(torch.as_tensor(model.std, dtype=net.feat_std.dtype))
+        net.head.weight.copy_(torch.as_tensor(model.coef, dtype=net.head.weight.dtype)[None])
+        net.head.bias.fill_(float(model.intercept))
+
+
+def set_pristine_statistics(net: torch.nn.Module, mean: np.ndarray, cov: np.ndarray) -> None:
+    with torch.no_grad():
+        net.pristine_mean.copy_(torch.as_tensor(mean, dtype=net.pristine_mean.dtype))
+        net.pristine_cov.copy_(torch.as_tensor(cov, dtype=net.pristine_cov.dtype))
+
+
+def standardise_np(net: torch.nn.Module, features: np.ndarray) -> np.ndarray:
+    """``net.standardise`` on numpy features (float64)."""
+    mean = net.feat_mean.detach().cpu().double().numpy()
+    std = net.feat_std.detach().cpu().double().numpy()
+    return (np.asarray(features, dtype=np.float64) - mean) / std

@@ -1,0 +1,65 @@
+"""Options YAML, read like pyiqa's (``pyiqa.utils.options.ordered_yaml``) and checked early."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import yaml
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, (OrderedDict, dict)):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    from pyiqa.utils.options import ordered_yaml
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Options file {path} does not exist.')
+    with open(path) as f:
+        opt = yaml.load(f, Loader=ordered_yaml()[0])
+    if not isinstance(opt, dict):
+        raise ValueError(f'Options file {path} does not hold a mapping.')
+    return _plain(opt)
+
+
+def alpha_grid(spec: Any) -> list[float]:
+    """``[a, b, ...]`` or ``{logspace: [lo, hi, n]}`` (powers of ten)."""
+    if spec is None:
+        from crossiqa_pyiqa.regression.ridge import DEFAULT_ALPHAS
+
+        return list(DEFAULT_ALPHAS)
+    if isinstance(spec, dict) and 'logspace' in spec:
+        lo, hi, n = spec['logspace']
+        return [float(a) for a in np.logspace(float(lo), float(hi), int(n))]
+    alphas = [float(a) for a in spec]
+    if not alphas or min(alphas) <= 0:
+        raise ValueError(f'alphas must be a non-empty list of positive numbers, got {spec!r}')
+    return alphas
+
+
+#: Defaults of the ``regression`` section.
+REGRESSION_DEFAULTS: dict[str, Any] = {
+    'alphas': None,  # default grid: ridge.DEFAULT_ALPHAS
+    'cv_folds': 5,
+    'cv_scoring': 'mse',
+    'n_splits': 10,
+    'train_ratio': 0.8,
+    'seed': 123,
+    'pristine_ridge': 1e-3,
+}
+
+
+def regression_options(opt: dict[str, Any]) -> dict[str, Any]:
+    reg = {**REGRESSION_DEFAULTS, **(opt.get('regression') or {})}
+    unknown = set(reg) - set(REGRESSION_DEFAULTS)
+    if unknown:
+        raise ValueError(f'Unknown regression option(s) {sorted(unknown)}; valid: {sorted(REGRESSION_DEFAULTS)}')
+    reg['alphas'] = alpha_grid(reg['alphas'])
+    return reg

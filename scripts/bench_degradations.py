@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Throughput of the degradation library, and its strength-vs-level validation.
+
+    python scripts/bench_degradations.py [--batch 32] [--size 224] [--threads 2] [--json OUT]
+    python scripts/bench_degradations.py --validate [--size 128] [--json OUT]
+
+Benchmark: crops/s of ``apply`` per type on a (batch, 3, size, size) CPU batch, averaged
+over levels 1-5 (total crops / total time), and of the mixed ``DegradationSampler``
+(uniform weights, identity_prob 0.1, max_compose 1) producing 64 crops at a time (one
+32-pair pretext batch). Validation: PSNR (and SSIM) to the original per type and level
+on four ``skimage.data`` colour images, with a check that it falls strictly with level on
+every image. Both print Markdown tables.
+
+Wall-clock numbers need an otherwise idle machine; the CPU-time column (process time of
+all threads, incl. the codec pool) is a rough guide when other jobs share the cores, and
+the load average at start and end is printed for that reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from crossiqa_pyiqa.degradations import CODEC_DEGRADATIONS, DEGRADATIONS, DegradationSampler, apply  # noqa: E402
+from crossiqa_pyiqa.degradations import set_codec_threads  # noqa: E402
+
+IMAGES = ('astronaut', 'chelsea', 'coffee', 'rocket')
+
+
+def skimage_image(name: str, size: int) -> torch.Tensor:
+    """(1,3,size,size): centre square of a skimage.data colour image, area-resized."""
+    import skimage.data
+
+    im = torch.from_numpy(getattr(skimage.data, name)()[..., :3].copy())
+    h, w = im.shape[:2]
+    s = min(h, w)
+    im = im[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    x = im.permute(2, 0, 1)[None].float() / 255
+    return F.interpolate(x, size=(size, size), mode='area').clamp(0, 1)
+
+
+def crop_batch(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """n random size x size crops from the skimage images (resized to 2*size first)."""
+    g = torch.Generator().manual_seed(seed)
+    pool = [skimage_image(name, 2 * size)[0] for name in IMAGES]
+    out = []
+    for i in range(n):
+        im = pool[i % len(pool)]
+        t, l = (int(v) for v in torch.randint(0, size + 1, (2,), generator=g))
+        out.append(im[:, t:t + size, l:l + size])
+    return torch.stack(out).contiguous()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return float('inf') if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+
+
+def bench(batch: int, size: int, reps: int) -> dict:
+    x = crop_batch(batch, size)
+    per_type = {}
+    for name in DEGRADATIONS:
+        apply(x[:2], name, 3, generator=torch.Generator().manual_seed(0))      # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        for level in range(1, 6):
+            apply(x, name, level, generator=torch.Generator().manual_seed(level))
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        per_type[name] = {'crops_per_s': 5 * batch / dt, 'ms_per_crop': 1000 * dt / (5 * batch),
+                          'cpu_ms_per_crop': 1000 * dc / (5 * batch)}
+        print(f'  {name:24s} {per_type[name]["crops_per_s"]:8.1f} crops/s', file=sys.stderr)
+    sampler = DegradationSampler(identity_prob=0.1)
+    x64 = crop_batch(64, size, seed=1)
+    g = torch.Generator().manual_seed(0)
+    sampler(x64[:8], g)                                                          # warm-up
+    times, cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        sampler(x64, g)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    mixed = {'crops_per_s': 64 * len(times) / sum(times), 's_per_64_mean': statistics.mean(times),
+             's_per_64_median': statistics.median(times), 's_per_64_min': min(times),
+             's_per_64_max': max(times), 'cpu_s_per_64_median': statistics.median(cpu), 'reps': reps}
+    return {'per_type': per_type, 'mixed': mixed}
+
+
+def print_bench(res: dict, args: argparse.Namespace) -> None:
+    print(f'Batch {args.batch}, {args.size}x{args.size} crops, torch.set_num_threads({args.threads}), '
+          f'codec threads {args.threads}, CPU only.\n')
+    print('| # | type | impl | crops/s | ms/crop (wall) | ms/crop (CPU) |')
+    print('|---|---|---|---:|---:|---:|')
+    for i, name in enumerate(DEGRADATIONS, 1):
+        r = res['per_type'][name]
+        impl = 'Pillow codec' if name in CODEC_DEGRADATIONS else 'torch'
+        print(f'| {i} | {name} | {impl} | {r["crops_per_s"]:.0f} | {r["ms_per_crop"]:.2f} | '
+              f'{r["cpu_ms_per_crop"]:.2f} |')
+    m = res['mixed']
+    print(f'| | **mixed sampler** (uniform, identity_prob 0.1) | | **{m["crops_per_s"]:.0f}** | '
+          f'{1000 / m["crops_per_s"]:.2f} | {1000 * m["cpu_s_per_64_median"] / 64:.2f} |')
+    print(f'\nMixed sampler: 64 crops in {m["s_per_64_median"]:.3f} s median ({m["s_per_64_min"]:.3f} min, '
+          f'{m["s_per_64_mean"]:.3f} mean, {m["s_per_64_max"]:.3f} max) over {m["reps"]} batches, '
+          f'{m["cpu_s_per_64_median"]:.3f} s CPU time median (target: well under 0.8 s).')
+
+
+def validate(size: int, use_ssim: bool = True) -> dict:
+    imgs = {n: skimage_image(n, size) for n in IMAGES}
+    ssim = None
+    if use_ssim:
+        import pyiqa
+
+        ssim = pyiqa.create_metric('ssim', device='cpu', as_loss=False)
+    res = {}
+    for name in DEGRADATIONS:
+        rows = {}
+        for iname, x in imgs.items():
+            ys = [apply(x, name, lv, generator=torch.Generator().manual_seed(0)) for lv in range(1, 6)]
+            ps = [psnr(y, x) for y in ys]
+            ss = [float(ssim(y, x)) for y in ys] if ssim is not None else []
+            rows[iname] = {'psnr': ps, 'ssim': ss}
+        res[name] = rows
+    return res
+
+
+def _strict(v: list[float]) -> bool:
+    return all(a > b for a, b in zip(v, v[1:]))
+
+
+def print_validate(res: dict, size: int) -> None:
+    print(f'PSNR (dB) to the original, mean over {", ".join(IMAGES)} ({size}x{size} centre crops, '
+          f'seed 0); "strict" = PSNR falls strictly 1->5 on every image; SSIM (pyiqa) likewise.\n')
+    print('| type | L1 | L2 | L3 | L4 | L5 | PSNR strict | SSIM L1 -> L5 | SSIM strict |')
+    print('|---|---:|---:|---:|---:|---:|:---:|---|:---:|')
+    for name in DEGRADATIONS:
+        rows = res[name]
+        mean = [statistics.mean(r['psnr'][i] for r in rows.values()) for i in range(5)]
+        ok = all(_strict(r['psnr']) for r in rows.values())
+        has_ssim = all(r['ssim'] for r in rows.values())
+        if has_ssim:
+            smean = [statistics.mean(r['ssim'][i] for r in rows.values()) for i in range(5)]
+            sok = all(_strict(r['ssim']) for r in rows.values())
+            stxt, sflag = ' / '.join(f'{v:.3f}' for v in smean), 'yes' if sok else '**no**'
+        else:
+            stxt, sflag = '-', '-'
+        print(f'| {name} | ' + ' | '.join(f'{v:.1f}' for v in mean) +
+              f' | {"yes" if ok else "**no**"} | {stxt} | {sflag} |')
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--batch', type=int, default=32)
+    ap.add_argument('--size', type=int, default=None, help='crop size (default 224; 128 with --validate)')
+    ap.add_argument('--threads', type=int, default=2, help='torch and codec threads')
+    ap.add_argument('--reps', type=int, default=20, help='mixed-sampler batches to time')
+    ap.add_argument('--json', type=Path, default=None, help='also write the results as JSON')
+    ap.add_argument('--validate', action='store_true', help='print the PSNR/SSIM-vs-level table instead')
+    ap.add_argument('--no-ssim', action='store_true', help='with --validate: PSNR only')
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    set_codec_threads(args.threads)
+    load0 = os.getloadavg() if hasattr(os, 'getloadavg') else (float('nan'),) * 3
+    t0 = time.time()
+    if args.validate:
+        args.size = args.size or 128
+        res = validate(args.size, not args.no_ssim)
+        print_validate(res, args.size)
+    else:
+        args.size = args.size or 224
+        res = bench(args.batch, args.size, args.reps)
+        print_bench(res, args)
+    wall = time.time() - t0
+    load = os.getloadavg() if hasattr(os, 'getloadavg') else (float('nan'),) * 3
+    print(f'\nWall time {wall:.1f} s; torch {torch.__version__}, {platform.processor() or platform.machine()}, '
+          f'{os.cpu_count()} logical CPUs, CUDA {"available" if torch.cuda.is_available() else "not available"}; '
+          f'load average at start {load0[0]:.1f}, at end {load[0]:.1f}.')
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({'args': {k: str(v) for k, v in vars(args).items()}, 'results': res,
+                                         'wall_s': wall, 'loadavg_start': load0, 'loadavg_end': load},
+                                        indent=1))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,151 @@
+"""scripts/benchmark.py on the toy dataset of test_regression: every mode, CSV format, resume.
+
+piqe is the score-only baseline (it needs no parameter file); ``crossiqa-random`` (a seeded
+random-init CrossIQA defined in a metric-options file) is the learned-head method.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+from test_regression import load_script, make_toy_dataset, random_encoder, save_png  # noqa: E402
+
+from crossiqa_pyiqa.benchmark.ranking import auc, ranking_items, ranking_tests  # noqa: E402
+from crossiqa_pyiqa.regression import evaluate_scores, random_splits  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp('bench')
+    dataset = make_toy_dataset(root / 'data')
+    data_opt = root / 'data.yml'
+    data_opt.write_text(yaml.safe_dump({'toy': dataset}))
+    metric_opt = root / 'metrics.yml'
+    metric_opt.write_text(yaml.safe_dump({'crossiqa-random': {
+        'metric_opts': {'type': 'CrossIQA', 'pretrained': False}, 'metric_mode': 'NR', 'lower_better': False,
+        'seed': 0}}))
+    return {'root': root, 'dataset': dataset, 'data_opt': data_opt, 'metric_opt': metric_opt}
+
+
+def run_bench(setup, out: str, *extra: str) -> Path:
+    bench = load_script('benchmark')
+    out_dir = setup['root'] / out
+    rc = bench.main(['--data_opt', str(setup['data_opt']), '--out_dir', str(out_dir),
+                     '--cache_dir', str(setup['root'] / 'cache'), *extra])
+    assert rc == 0
+    return out_dir
+
+
+def test_probe_mode_csv_markdown_scatter_and_resume(setup):
+    out = run_bench(setup, 'probe', '-m', 'piqe', '--metric_opt', str(setup['metric_opt']),
+                    '--save_result_path', str(setup['root'] / 'probe.csv'), '--markdown', str(setup['root'] / 'p.md'))
+    rows = list(csv.reader(open(setup['root'] / 'probe.csv')))
+    assert rows[0] == ['Metric name', 'toy(PLCC/SRCC/KRCC)', 'toy-whole(PLCC/SRCC/KRCC)']  # pyiqa's layout
+    assert [r[0] for r in rows[1:]] == ['piqe', 'crossiqa-random']
+    assert len(rows[1][1].split('/')) == 3 and rows[2][2] == '-'  # no whole-set number for a fitted head
+    md = (setup['root'] / 'p.md').read_text()
+    assert '| piqe |' in md and 'ridge probe' in md and 'SRCC per distortion type' in md
+    assert (out / 'scatter_piqe_toy.png').stat().st_size > 1000
+    assert (out / 'per_type_toy.csv').exists()
+    details = json.loads((out / 'benchmark_probe.json').read_text())['results']
+    probe = details['crossiqa-random']['toy']['splits']
+    assert len(probe['srcc_per_split']) == 10 and probe['srcc_median'] > 0.7  # as in test_regression (0.93)
+
+    # Score-only metrics are evaluated on the very same splits as the probe.
+    cache = next((setup['root'] / 'cache' / 'scores').glob('toy-piqe-*.jsonl'))
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 40
+    scores = {json.loads(line)['key']: json.loads(line)['score'] for line in lines}
+    paths = sorted(scores, key=lambda p: [r[0] for r in csv.reader(open(setup['dataset']['meta_info_file']))][1:]
+                   .index(Path(p).name))
+    mos = np.array([100 - 18 * int(Path(p).stem[-1]) for p in paths], dtype=float)
+    res, whole = evaluate_scores(np.array([scores[p] for p in paths]), mos, random_splits(40, 10, 0.8, 123),
+                                 lower_better=True)
+    assert details['piqe']['toy']['splits']['srcc_per_split'] == pytest.approx(res.srcc, nan_ok=True)
+    assert details['piqe']['toy']['whole']['srcc'] == pytest.approx(whole['srcc'])
+
+    # Resume: a run killed half-way left half the lines; the rerun completes them to the same numbers.
+    cache.write_text('\n'.join(lines[:20]) + '\n{"key": "cut')
+    run_bench(setup, 'probe2', '-m', 'piqe', '--save_result_path', str(setup['root'] / 'probe2.csv'))
+    assert list(csv.reader(open(setup['root'] / 'probe2.csv')))[1] == rows[1]
+
+
+def test_efficient_mode(setup):
+    out = run_bench(setup, 'eff', '-m', 'piqe', '--metric_opt', str(setup['metric_opt']), '--mode', 'efficient',
+                    '--efficient_sizes', '10', '20', 'all')
+    rows = list(csv.DictReader(open(out / 'efficient_toy.csv')))
+    ns = [r['N'] for r in rows if r['method'] == 'crossiqa-random']
+    assert ns == ['10', '20', 'all']
+    assert all(int(r['repetitions']) == 10 for r in rows)
+    assert (out / 'efficient_toy.png').stat().st_size > 1000
+    assert any(r['method'] == 'piqe' for r in rows)  # flat reference line
+
+
+def test_zeroshot_and_ranking_modes(setup):
+    fit = load_script('fit_regressor')
+    root = setup['root']
+    pristine = root / 'pristine'
+    pristine.mkdir()
+    from test_regression import content_crops
+
+    for i, x in enumerate(content_crops('train')[:4]):
+        save_png(x, pristine / f'p{i}.png')
+    opt = root / 'regress.yml'
+    opt.write_text(yaml.safe_dump({'dataset': setup['dataset'], 'cache_dir': str(root / 'cache'),
+                                   'regression': {'n_splits': 3}}))
+    weights = root / 'crossiqa-toyzs.safetensors'
+    assert fit.main(['-opt', str(opt), '--encoder', str(random_encoder(root / 'enc.safetensors')),
+                     '--pristine', str(pristine), '--out', str(weights), '--name', 'crossiqa-toyzs']) == 0
+    zs_opt = root / 'zs.yml'
+    zs_opt.write_text(yaml.safe_dump({
+        'crossiqa-zs-toy': {'metric_opts': {'type': 'CrossIQA', 'pretrained_model_path': str(weights),
+                                            'head': 'zeroshot'}, 'metric_mode': 'NR', 'lower_better': True},
+        'crossiqa-toy-head': {'metric_opts': {'type': 'CrossIQA', 'pretrained_model_path': str(weights),
+                                              'head': 'linear'}, 'metric_mode': 'NR', 'lower_better': False}}))
+    out = run_bench(setup, 'zs', '--metric_opt', str(zs_opt), '--mode', 'zeroshot', '--save_result_path',
+                    str(root / 'zs.csv'))
+    rows = list(csv.reader(open(root / 'zs.csv')))
+    assert rows[0] == ['Metric name', 'toy(PLCC/SRCC/KRCC)']
+    zs_row = next(r for r in rows if r[0] == 'crossiqa-zs-toy')  # whole dataset, no labels
+    assert all(np.isfinite(float(v)) for v in zs_row[1].split('/'))
+
+    pytest.importorskip('crossiqa_pyiqa.degradations')
+    out = run_bench(setup, 'rank', '-m', 'piqe', '--metric_opt', str(zs_opt), '--mode', 'ranking',
+                    '--pristine_dir', str(pristine), '--ranking_max_images', '2', '--ranking_crop', '64',
+                    '--ranking_types', 'gaussian_blur', 'white_noise', '--markdown', str(root / 'rank.md'))
+    rows = list(csv.DictReader(open(out / 'ranking.csv')))
+    assert {r['metric'] for r in rows} == {'piqe', 'crossiqa-zs-toy', 'crossiqa-toy-head'}
+    assert {r['type'] for r in rows} == {'gaussian_blur', 'white_noise', 'all'}
+    for r in rows:
+        assert -1 <= float(r['l_srcc_mean']) <= 1 and 0 <= float(r['d_pair_accuracy']) <= 1
+    piqe_all = next(r for r in rows if r['metric'] == 'piqe' and r['type'] == 'all')
+    assert float(piqe_all['l_srcc_mean']) > 0.5  # piqe ranks blur and noise levels (measured 0.95)
+    assert '| gaussian_blur |' in (root / 'rank.md').read_text()
+
+
+def test_ranking_statistics_sign_and_perfect_metric():
+    items = ranking_items(3, ['a', 'b'], levels=(1, 2, 3, 4, 5))
+    quality = np.array([10.0 - it.level for it in items])  # pristine best, monotone in level
+    res = ranking_tests(items, quality, lower_better=False)
+    assert res['a'] == pytest.approx({'l_srcc': 1.0, 'd_pair': 1.0, 'd_auc': 1.0, 'n_images': 3})
+    flipped = ranking_tests(items, -quality, lower_better=True)  # a distance: lower is better
+    assert flipped['all']['l_srcc'] == pytest.approx(1.0) and flipped['all']['d_pair'] == pytest.approx(1.0)
+    blind = ranking_tests(items, np.zeros(len(items)), lower_better=False)
+    assert blind['b']['l_srcc'] == 0.0 and blind['b']['d_pair'] == 0.5
+    assert auc(np.array([1.0, 2.0]), np.array([0.0, 3.0])) == pytest.approx(0.5)
+
+
+def test_unknown_metric_and_dataset_fail_clearly(setup, capsys):
+    bench = load_script('benchmark')
+    assert bench.main(['-m', 'no-such-metric', '-d', 'toy', '--data_opt', str(setup['data_opt'])]) == 1
+    assert 'no-such-metric' in capsys.readouterr().err
+    assert bench.main(['-m', 'piqe', '-d', 'nowhere']) == 1
+    assert "Unknown dataset 'nowhere'" in capsys.readouterr().err
