@@ -90,9 +90,11 @@ def main() -> int:
     print('|---|---|---|---|---|')
     for metric in args.metrics:
         r = {(x['w'], x['h']): x for x in rows if x['metric'] == metric}
-        cell = lambda k, f: f.format(r[k]['seconds'] if 'rss' not in f else r[k]['peak_rss_mb']) if k in r else 'n/a'  # noqa: E731
-        print(f"| {metric} | {cell((512, 384), '{:.3f}')} | {cell((1024, 768), '{:.3f}')} | "
-              f"{cell((4000, 3000), '{:.2f}')} | {cell((4000, 3000), '{:.0f} rss')} |")
+        def cell(size: tuple[int, int], key: str, fmt: str) -> str:
+            return fmt.format(r[size][key]) if size in r else 'n/a'
+
+        print(f"| {metric} | {cell((512, 384), 'seconds', '{:.3f}')} | {cell((1024, 768), 'seconds', '{:.3f}')} | "
+              f"{cell((4000, 3000), 'seconds', '{:.2f}')} | {cell((4000, 3000), 'peak_rss_mb', '{:.0f}')} |")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'threads': args.threads, 'rows': rows}, f, indent=1)
