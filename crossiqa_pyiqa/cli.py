@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-SKIMAGE_SAMPLES = ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry', 'retina', 'cat')
+SKIMAGE_SAMPLES = ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry', 'retina')
 
 
 def _skimage_images() -> list[tuple[str, torch.Tensor]]:
