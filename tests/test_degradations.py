@@ -3,6 +3,9 @@ reproducibility, errors and the training sampler."""
 import os
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
+# as the project's scripts: spinning OpenMP workers crawl on a shared CPU (effective only if
+# torch is not imported yet)
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import math  # noqa: E402
 
@@ -247,6 +250,8 @@ def test_sampler_validates_arguments():
         DegradationSampler(levels=(0, 1))
     with pytest.raises(TypeError, match='weights'):
         DegradationSampler(['jpeg'])
+    with pytest.raises(ValueError, match='num_threads'):
+        DegradationSampler(num_threads=0)
 
 
 def test_sampler_respects_weights_and_identity_prob():
@@ -297,6 +302,11 @@ def test_sampler_applies_each_images_spec(batch):
             assert torch.equal(y[i], x[i])
     y2, specs3 = s(x, _gen(11))
     assert specs3 == specs and torch.equal(y, y2)
+    threads = torch.get_num_threads()
+    s1 = DegradationSampler(dict.fromkeys(s.names, 1.0), identity_prob=0.2, max_compose=2, num_threads=1)
+    y1, specs1 = s1(x, _gen(11))
+    assert specs1 == specs and torch.get_num_threads() == threads
+    torch.testing.assert_close(y1, y, atol=1e-5, rtol=0)
     y3, specs4 = s(x, _gen(12))
     assert specs4 != specs or not torch.equal(y3, y)
 

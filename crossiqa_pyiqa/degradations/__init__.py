@@ -64,8 +64,10 @@ def apply(x: torch.Tensor, name: str, level: Union[int, float],
           generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Degrade every image of ``x`` (B,3,H,W, float in [0,1]) with type ``name`` at ``level``.
 
-    Returns a new tensor of the same shape, dtype and device, clamped to [0, 1]; level 0
-    returns a clone. Random types draw from ``generator`` (the global RNG if ``None``),
+    Returns a new tensor of the same shape, dtype and device, clamped to [0, 1], without an
+    autograd graph (this generates training data); level 0 returns a clone. ``level`` is an
+    int 1-5 (KADID table) or a float in [0, 5] (interpolated parameter, see module doc).
+    Random types draw from ``generator`` (the global RNG if ``None``),
     image by image in batch order, on the generator's device, so a CPU generator works for
     CUDA inputs and the same seed reproduces the output.
     """

@@ -6,9 +6,10 @@ composition step are degraded together in one batched call, whatever their level
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Mapping, Optional, Sequence, Union
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -19,6 +20,19 @@ Level = Union[int, float]
 Spec = list[tuple[str, Level]]
 
 _SEED_BOUND = 2 ** 62
+
+
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]) -> Iterator[None]:
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _device(generator: Optional[torch.Generator]) -> torch.device:
@@ -37,6 +51,15 @@ class DegradationSampler:
         max_compose: a non-identity image gets 1..max_compose (uniform) *distinct* types,
             applied in the drawn order.
         continuous: draw float levels (types that cannot interpolate round them).
+        num_threads: if set, torch's intra-op thread count while degrading (restored
+            afterwards). The work is many small per-group ops, which gain little from
+            threads; on a CPU shared with other jobs, 1 avoids OpenMP threads spinning
+            for a descheduled partner (with OpenMP's default active waiting, 2 threads
+            measured 4.6x slower at load 5 and 20x+ at load 12 on the 2-core reference
+            machine; ``OMP_WAIT_POLICY=PASSIVE`` fixes most of it too, see
+            docs/DEGRADATIONS.md). ``None`` leaves it alone.
+            Process-wide setting: only use it when nothing else runs torch ops meanwhile
+            (the usual sequential training loop).
 
     Reproducibility: ``sampler(x, g)`` with the same generator state gives the same
     output. Image ``i``'s random degradations use their own stream,
@@ -47,7 +70,7 @@ class DegradationSampler:
 
     def __init__(self, weights: Optional[Mapping[str, float]] = None, identity_prob: float = 0.1,
                  levels: Sequence[Level] = (1, 2, 3, 4, 5), max_compose: int = 1,
-                 continuous: bool = False) -> None:
+                 continuous: bool = False, num_threads: Optional[int] = None) -> None:
         names = tuple(REGISTRY)
         if weights is None:
             weights = {n: 1.0 for n in names}
@@ -79,10 +102,15 @@ class DegradationSampler:
             raise ValueError(f'max_compose must be an int >= 1, got {max_compose!r}')
         self.max_compose = int(max_compose)
         self.continuous = bool(continuous)
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral)
+                                        or num_threads < 1):
+            raise ValueError(f'num_threads must be None or an int >= 1, got {num_threads!r}')
+        self.num_threads = None if num_threads is None else int(num_threads)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(types={len(self.names)}, identity_prob={self.identity_prob}, '
-                f'levels={self.levels}, max_compose={self.max_compose}, continuous={self.continuous})')
+                f'levels={self.levels}, max_compose={self.max_compose}, continuous={self.continuous}, '
+                f'num_threads={self.num_threads})')
 
     def sample(self, generator: Optional[torch.Generator] = None) -> Spec:
         """One image's spec: ``[]`` (identity) or up to ``max_compose`` distinct ``(name, level)``."""
@@ -148,4 +176,5 @@ class DegradationSampler:
         """Degrade each image of ``x`` (B,3,H,W) by its own random spec; returns (images, specs)."""
         check_image(x)
         specs, seeds = self.sample_batch(x.shape[0], generator)
-        return self._apply(x, specs, seeds), specs
+        with _torch_threads(self.num_threads):
+            return self._apply(x, specs, seeds), specs
