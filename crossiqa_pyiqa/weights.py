@@ -85,6 +85,22 @@ def read_weights(path: str | os.PathLike, arch: str | None = None
     return state_dict, config, info
 
 
+def read_named_or_path(pretrained_model_path: str | os.PathLike | None, packaged_path: str | os.PathLike,
+                       arch: str, missing: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], str]:
+    """Read an explicit weight file, else the packaged one; ``missing`` says what to do when the latter is absent.
+
+    Returns ``(state_dict, config, info, path)``.
+    """
+    path = str(pretrained_model_path or packaged_path)
+    try:
+        return (*read_weights(path, arch=arch), path)
+    except FileNotFoundError:
+        if pretrained_model_path:
+            raise
+        raise FileNotFoundError(f'{missing} ({path} is missing). Pass pretrained_model_path=<file.safetensors>, '
+                                'or pretrained=False for a randomly initialised network.') from None
+
+
 def load_state_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """``load_state_dict(strict=True)`` with a message that lists what does not match in which file."""
     own = model.state_dict()

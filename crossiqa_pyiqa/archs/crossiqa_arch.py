@@ -28,7 +28,7 @@ from timm.models.vision_transformer import Block
 
 from pyiqa.utils.registry import ARCH_REGISTRY
 
-from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_weights
+from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_named_or_path
 
 #: Named sizes, in the spirit of timm's model configurations.
 CROSSIQA_CONFIGS: dict[str, dict[str, Any]] = {
@@ -200,16 +200,10 @@ class CrossIQA(nn.Module):
         state_dict, self.info = None, {}
         path = None
         if pretrained:
-            path = pretrained_model_path or default_weight_path(weights)
-            try:
-                state_dict, file_config, self.info = read_weights(path, arch=self.ARCH_NAME)
-            except FileNotFoundError:
-                if pretrained_model_path:
-                    raise
-                raise FileNotFoundError(
-                    f'No trained Cross-IQA weights named {weights!r} are installed ({path} is missing). '
-                    'Pass pretrained_model_path=<file.safetensors> (e.g. one written by scripts/fit_regressor.py), '
-                    'or pretrained=False for a randomly initialised network.') from None
+            state_dict, file_config, self.info, path = read_named_or_path(
+                pretrained_model_path, default_weight_path(weights), self.ARCH_NAME,
+                f'No trained Cross-IQA weights named {weights!r} are installed (heads fitted by '
+                'scripts/fit_regressor.py can be passed as pretrained_model_path)')
             clashing = {k for k in config if k not in self.INFERENCE_KEYS and k in file_config
                         and config[k] != file_config[k]}
             if clashing:

@@ -33,7 +33,7 @@ from torchvision.models import resnet18
 from pyiqa.utils.registry import ARCH_REGISTRY
 
 from crossiqa_pyiqa.grepq.pristine import niqe_distance, unfold_patches
-from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, WeightFileError, load_state_strict, read_weights
+from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, WeightFileError, load_state_strict, read_named_or_path
 
 #: Metric entries for ``pyiqa.DEFAULT_CONFIGS`` (same format as ``registration.PLUGIN_METRICS``).
 #: Dataset-fitted heads (``grepq-ll-<dataset>``, ``grepq-<dataset>``) are files written by
@@ -152,17 +152,10 @@ class GRepQ(nn.Module):
         self.head_type = head
         state_dict, file_config, self.info, path = None, {}, {}, None
         if pretrained:
-            path = pretrained_model_path or default_weight_path(weights)
-            try:
-                state_dict, file_config, self.info = read_weights(path, arch=self.ARCH_NAME)
-            except FileNotFoundError:
-                if pretrained_model_path:
-                    raise
-                raise FileNotFoundError(
-                    f'No GRepQ weights named {weights!r} are installed ({path} is missing). Train them with '
-                    'scripts/pretrain_crossiqa.py -opt options/pretrain/grepq_ll_cpu.yml and '
-                    'scripts/grepq_pristine_stats.py, then pass pretrained_model_path=<file.safetensors>; '
-                    'or pretrained=False for a randomly initialised network.') from None
+            state_dict, file_config, self.info, path = read_named_or_path(
+                pretrained_model_path, default_weight_path(weights), self.ARCH_NAME,
+                f'No GRepQ weights named {weights!r} are installed (train them with scripts/pretrain_crossiqa.py '
+                '-opt options/pretrain/grepq_ll_cpu.yml and scripts/grepq_pristine_stats.py)')
             clashing = sorted(k for k in config if k not in INFERENCE_KEYS and k in file_config
                               and _normalise_config({k: config[k]})[k] != _normalise_config({k: file_config[k]})[k])
             if clashing:
