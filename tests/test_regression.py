@@ -161,7 +161,7 @@ def test_fit_end_to_end(fitted):
 
 
 def test_fitted_metric_registered_by_name(fitted):
-    """run_fit registers the written file in-process; a new process finds it in the user weights dir."""
+    """run_fit registers the written file under its name in-process (new processes: registration.py)."""
     import pyiqa
 
     metric = pyiqa.create_metric('crossiqa-toy', device='cpu')

@@ -30,7 +30,16 @@ class MetricSpec:
     probe: bool | None = None  # None: decided from the built network
 
     def identity(self) -> dict[str, Any]:
-        return {'name': self.name, 'metric_opts': self.metric_opts, 'seed': self.seed}
+        """What the cached scores depend on: options, seed and the content of any weight file named."""
+        import os
+
+        from crossiqa_pyiqa.weights import file_sha256
+
+        ident: dict[str, Any] = {'name': self.name, 'metric_opts': self.metric_opts, 'seed': self.seed}
+        path = self.metric_opts.get('pretrained_model_path')
+        if path and os.path.isfile(path):  # a re-fitted file under the same name must not reuse old scores
+            ident['weights_sha256'] = file_sha256(path)
+        return ident
 
 
 def load_metric_opt_file(path: str) -> dict[str, dict[str, Any]]:
