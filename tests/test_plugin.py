@@ -214,3 +214,14 @@ def test_shipped_model_prefers_sharp_photos():
         assert metric(blurred).item() < metric(x).item() - 3, name
     zs = pyiqa.create_metric('crossiqa-zs', device='cpu')
     assert zs.lower_better and torch.isfinite(zs(x)).all()
+
+
+def test_freeze_encoder_trains_only_the_head():
+    torch.manual_seed(0)
+    net = CrossIQA(pretrained=False, freeze_encoder=True, **SMALL)
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {'head.weight', 'head.bias'}
+    x = photo('coffee', 96, 96).requires_grad_(True)
+    net(x).sum().backward()
+    assert net.head.weight.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.encoder.parameters())

@@ -183,6 +183,8 @@ class CrossIQA(nn.Module):
         weights: name of a weight file shipped in the package (used when no path is given).
         head: ``'linear'`` (ridge head fitted on MOS, higher is better) or
             ``'zeroshot'`` (NIQE-style distance to pristine statistics, lower is better).
+        freeze_encoder: no parameter gradients for encoder and decoder (head-only training
+            in pyiqa's harness, which has no freeze option of its own).
         **config: architecture options (see ``DEFAULT_CONFIG``); a weight file's own
             config is used as the base, explicit options override inference-only keys.
     """
@@ -192,7 +194,8 @@ class CrossIQA(nn.Module):
                                 'max_tokens'})
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
-                 weights: str = 'crossiqa_livec', head: str = 'linear', **config: Any) -> None:
+                 weights: str = 'crossiqa_livec', head: str = 'linear', freeze_encoder: bool = False,
+                 **config: Any) -> None:
         super().__init__()
         if head not in ('linear', 'zeroshot'):
             raise ValueError(f"head must be 'linear' or 'zeroshot', got {head!r}")
@@ -234,6 +237,9 @@ class CrossIQA(nn.Module):
             if head == 'zeroshot' and not self.info.get('has_pristine_stats', False):
                 raise ValueError(f'Weight file {path} holds no pristine statistics; the zero-shot head needs a file '
                                  'written with them (scripts/fit_regressor.py --pristine DIR).')
+        if freeze_encoder:  # pyiqa's harness trains only the head (gradients to the input still flow)
+            for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
+                p.requires_grad_(False)
         self.eval()
 
     def save_pretrained(self, path: str, info: dict[str, Any] | None = None) -> str:
