@@ -44,7 +44,7 @@ def encoder_fingerprint(net: torch.nn.Module) -> str:
             continue
         t = value.detach().to('cpu').contiguous()
         h.update(f'{key}:{tuple(t.shape)}:{t.dtype}'.encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
 

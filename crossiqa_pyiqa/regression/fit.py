@@ -115,9 +115,14 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
         'has_pristine_stats': False,
         **source,
     }
-    with torch.no_grad():  # stale statistics would belong to another standardisation
-        net.pristine_mean.zero_()
-        net.pristine_cov.copy_(torch.eye(net.pristine_cov.shape[0]))
+    is_crossiqa = getattr(net, 'ARCH_NAME', 'CrossIQA') == 'CrossIQA'
+    if pristine and not is_crossiqa:
+        raise ValueError(f'--pristine builds image-level statistics for CrossIQA; {type(net).__name__} keeps its own '
+                         'zero-shot statistics (for GRepQ: scripts/grepq_pristine_stats.py).')
+    if is_crossiqa:  # stale statistics would belong to another standardisation
+        with torch.no_grad():
+            net.pristine_mean.zero_()
+            net.pristine_cov.copy_(torch.eye(net.pristine_cov.shape[0]))
     t_pristine = 0.0
     if pristine:
         t3 = time.time()
@@ -133,7 +138,8 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     if register:
         from crossiqa_pyiqa.registration import register_metric
 
-        register_metric(name, {'type': 'CrossIQA', 'pretrained_model_path': str(out), 'head': 'linear'})
+        register_metric(name, {'type': getattr(net, 'ARCH_NAME', 'CrossIQA'), 'pretrained_model_path': str(out),
+                               'head': 'linear'})
     result = {
         'metric_name': name,
         'weight_file': str(out),

@@ -15,11 +15,26 @@ import torch
 from crossiqa_pyiqa.regression.ridge import RidgeModel
 
 
+def _file_arch(path: str | os.PathLike) -> str | None:
+    """The architecture a weight file was written for (its metadata), without loading tensors."""
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            return (f.metadata() or {}).get('arch')
+    except Exception:  # unreadable files get their clear error from the architecture's loader
+        return None
+
+
 def load_encoder(path: str | os.PathLike | None = None, seed: int | None = None, **options: Any) -> torch.nn.Module:
     """A CrossIQA network from a weight file, or randomly initialised with ``torch.manual_seed(seed)``."""
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
 
     if path:
+        if _file_arch(path) == 'GRepQ':  # GRepQ's feature extractor, read with its linear head
+            from crossiqa_pyiqa.archs.grepq_arch import GRepQ
+
+            return GRepQ(pretrained_model_path=str(path), **{'head': 'linear', **options})
         return CrossIQA(pretrained_model_path=str(path), **options)
     if seed is None:
         raise ValueError('Give an encoder weight file, or a seed for a randomly initialised encoder.')
