@@ -1,8 +1,6 @@
 """Adding the plugin's architectures and metrics to pyiqa's registries."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from pyiqa.default_model_configs import DEFAULT_CONFIGS

@@ -25,7 +25,8 @@ def _datasets(names: list[str], data_opt: str | None) -> dict[str, dict]:
     import yaml
     from pyiqa.utils.options import ordered_yaml
 
-    from crossiqa_pyiqa.regression.options import _plain, load_yaml
+    from crossiqa_pyiqa.regression.options import load_yaml
+    from crossiqa_pyiqa.train.options import to_plain
 
     import pyiqa
 
@@ -33,7 +34,7 @@ def _datasets(names: list[str], data_opt: str | None) -> dict[str, dict]:
 
     default_file = os.path.join(os.path.dirname(pyiqa.__file__), 'default_dataset_configs.yml')
     with open(default_file) as f:
-        defaults = _plain(yaml.load(f, Loader=ordered_yaml()[0]))
+        defaults = to_plain(yaml.load(f, Loader=ordered_yaml()[0]))
     out = {}
     for name in list(dict.fromkeys(names + list(custom))):
         opt = custom.get(name) or defaults.get(name)

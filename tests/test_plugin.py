@@ -5,7 +5,6 @@ import sys
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
-import numpy as np
 import pytest
 import skimage.data
 import torch

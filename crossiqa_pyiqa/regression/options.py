@@ -2,31 +2,16 @@
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-import yaml
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, (OrderedDict, dict)):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    from pyiqa.utils.options import ordered_yaml
+    """The trainers' options reader (pyiqa's ordered YAML, plain dicts, clear errors)."""
+    from crossiqa_pyiqa.train.options import load_options
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Options file {path} does not exist.')
-    with open(path) as f:
-        opt = yaml.load(f, Loader=ordered_yaml()[0])
-    if not isinstance(opt, dict):
-        raise ValueError(f'Options file {path} does not hold a mapping.')
-    return _plain(opt)
+    return load_options(str(path))
 
 
 def alpha_grid(spec: Any) -> list[float]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Iterable
 
 import yaml
@@ -22,6 +23,8 @@ def to_plain(obj: Any) -> Any:
 def load_options(path: str) -> dict[str, Any]:
     """Read an options file with pyiqa's YAML loader (keeps key order)."""
     loader, _ = ordered_yaml()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Options file {path} does not exist.')
     with open(path) as f:
         opt = yaml.load(f, Loader=loader)
     if not isinstance(opt, dict):

@@ -7,7 +7,6 @@ several with ``torchrun --nproc_per_node N scripts/pretrain_crossiqa.py -opt …
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import random
