@@ -2,6 +2,7 @@
 
     python scripts/fit_regressor.py -opt options/regress/crossiqa_livec.yml \
         [--encoder FILE] [--summary FILE.json] [--pristine DIR] [--name crossiqa-livec] [--out FILE]
+        [--set encoder.options.clip_model_path=/path/RN50.pt ...]
 
 Reports the median SRCC/PLCC/KRCC of the 10-split linear probe, then writes a weight
 file with the head fitted on all images (default: ``$CROSSIQA_HOME/weights/<name>.safetensors``,
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=1,
                         help='torch threads (default 1: on a shared 2-core machine, one thread per process was '
                              'measured 3x faster than two)')
+    parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='override any option, e.g. regression.n_splits=5 encoder.options.clip_model_path=RN50.pt')
     args = parser.parse_args(argv)
     import torch
 
@@ -42,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     from crossiqa_pyiqa.regression.datasets import DatasetError
     from crossiqa_pyiqa.regression.fit import run_fit
     from crossiqa_pyiqa.regression.options import load_yaml
+    from crossiqa_pyiqa.train.options import apply_overrides
 
-    opt = load_yaml(args.opt)
+    try:
+        opt = apply_overrides(load_yaml(args.opt), args.set)
+    except ValueError as error:
+        parser.error(str(error))
     if args.random_seed is not None:
         if args.encoder:
             parser.error('--encoder and --random_seed are exclusive')

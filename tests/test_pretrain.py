@@ -106,3 +106,41 @@ def test_sigterm_leaves_loadable_checkpoint(image_dir, tmp_path):
     assert len(ckpts) == 1
     state = torch.load(ckpts[0], weights_only=False)
     assert 0 < state['step'] < 100000 and 'optimizer' in state and 'rng' in state
+
+
+def test_class_token_invariance_term_by_hand():
+    """InfoNCE between class tokens of the same degradation on different content (an addition)."""
+    from crossiqa_pyiqa.train.tasks import class_token_invariance
+
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.6, 0.8], [0.8, 0.6]], dtype=torch.float64)
+    # images 0/2 and 1/3 share a degradation; image 3's spec also equals image 1's (its partner)
+    specs = [(('gaussian_blur', 2.0),), (('jpeg', 3.0),), (('gaussian_blur', 2.0),), (('jpeg', 3.0),)]
+    tau = 0.5
+    z = q / q.norm(dim=1, keepdim=True)
+    sim = (z @ z.T / tau).numpy()
+    expected = []
+    for i, (pos, negs) in enumerate([(2, [1, 3]), (3, [0, 2]), (0, [1, 3]), (1, [0, 2])]):
+        expected.append(-sim[i, pos] + np.log(np.exp(sim[i, [pos] + negs]).sum()))
+    got = class_token_invariance(q, specs, tau)
+    assert got.item() == pytest.approx(float(np.mean(expected)), rel=1e-6)
+    # six images, pairs (0,3) (1,4) (2,5): tokens with their row's spec (other than the positive)
+    # are not negatives, so 0, 2, 3, 5 (all blur) only compete with the jpeg images 1 and 4
+    specs6 = [specs[0], specs[1], specs[0], specs[0], specs[1], specs[0]]
+    q6 = torch.cat([q, torch.tensor([[5.0, -1.0], [-0.3, 1.0]], dtype=torch.float64)])[[0, 1, 4, 2, 3, 5]]
+    z6 = q6 / q6.norm(dim=1, keepdim=True)
+    s6 = (z6 @ z6.T / tau).numpy()
+    rows = [(3, [1, 4]), (4, [0, 2, 3, 5]), (5, [1, 4]), (0, [1, 4]), (1, [0, 2, 3, 5]), (2, [1, 4])]
+    by_hand = np.mean([-s6[i, p] + np.log(np.exp(s6[i, [p] + n]).sum()) for i, (p, n) in enumerate(rows)])
+    assert class_token_invariance(q6, specs6, tau).item() == pytest.approx(float(by_hand), rel=1e-6)
+    with pytest.raises(ValueError, match='at least 2'):
+        class_token_invariance(q[:1], specs[:1], tau)
+
+
+def test_invariance_batches_share_degradations_across_halves():
+    from crossiqa_pyiqa.degradations import DegradationSampler
+    from crossiqa_pyiqa.train.tasks import _degradation_pairs
+
+    sampler = DegradationSampler(identity_prob=0.1, max_compose=2, continuous=True)
+    a, b = _degradation_pairs(sampler, torch.zeros(8, 3, 8, 8), torch.Generator().manual_seed(0), shared_halves=True)
+    assert a[:4] == a[4:] and len(set(map(tuple, a[:4]))) == 4
+    assert all(x != y for x, y in zip(a, b))

@@ -51,11 +51,19 @@ class PretextTask(nn.Module):
 
 
 def _degradation_pairs(sampler, crops: torch.Tensor, generator: torch.Generator,
-                       max_tries: int = 8) -> tuple[list, list]:
-    """Two degradation specs per image, different from each other (DESIGN §2.1 step 2)."""
+                       max_tries: int = 8, shared_halves: bool = False) -> tuple[list, list]:
+    """Two degradation specs per image, different from each other (DESIGN §2.1 step 2).
+
+    ``shared_halves``: image ``i + n/2`` gets the same first spec as image ``i`` (same
+    degradation on different content, for the class-token invariance term).
+    """
     specs_a, specs_b = [], []
-    for _ in range(crops.shape[0]):
-        sa = sampler.sample(generator)
+    n = crops.shape[0]
+    for i in range(n):
+        if shared_halves and i >= n // 2 and i - n // 2 < n // 2:
+            sa = specs_a[i - n // 2]
+        else:
+            sa = sampler.sample(generator)
         sb = sampler.sample(generator)
         tries = 0
         while sb == sa and tries < max_tries:
@@ -84,6 +92,25 @@ def apply_specs(x: torch.Tensor, specs: list, generator: torch.Generator) -> tor
     return out
 
 
+def class_token_invariance(q: torch.Tensor, specs: list, temperature: float) -> torch.Tensor:
+    """InfoNCE on class tokens: image ``i`` and ``i + n/2`` carry the same degradation on
+    different content and must be each other's nearest token; tokens of other images with
+    the very same degradation spec are not used as negatives."""
+    n = q.shape[0]
+    half = n // 2
+    if half == 0:
+        raise ValueError('the class-token invariance term needs a batch of at least 2 images')
+    z = F.normalize(q[:2 * half].float(), dim=-1)
+    logits = z @ z.t() / temperature
+    keys = [tuple(s) for s in specs[:2 * half]]
+    same = torch.tensor([[ki == kj for kj in keys] for ki in keys], device=q.device)
+    partner = torch.cat([torch.arange(half, 2 * half), torch.arange(half)]).to(q.device)
+    drop = same.clone()
+    drop[torch.arange(2 * half), partner] = False  # keep the positive
+    logits = logits.masked_fill(drop, float('-inf'))
+    return F.cross_entropy(logits, partner)
+
+
 @register_task('crossiqa_pretext')
 class CrossIQAPretext(PretextTask):
     """DESIGN §2.1: reconstruct each degraded view from its own class token and the other view's patches."""
@@ -108,11 +135,19 @@ class CrossIQAPretext(PretextTask):
         self.norm_pix = bool(loss.get('norm_pix', False))
         self.lowfreq_weight = float(loss.get('lowfreq_weight', 0.0))
         self.mask_ratio = float(opt['train'].get('mask_ratio', 0.0))
+        # addition to the paper: the class token should code the degradation, not the content
+        self.invariance_weight = float(loss.get('invariance_weight', 0.0))
+        self.invariance_temperature = float(loss.get('invariance_temperature', 0.1))
+        if self.invariance_weight < 0 or self.invariance_temperature <= 0:
+            raise ValueError('train.loss.invariance_weight must be >= 0 and invariance_temperature > 0')
 
-    def degrade(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def degrade(self, crops: torch.Tensor, generator: torch.Generator,
+                return_specs: bool = False):
         x = crops.float() / 255.0
-        specs_a, specs_b = _degradation_pairs(self.sampler, x, generator)
-        return apply_specs(x, specs_a, generator), apply_specs(x, specs_b, generator)
+        specs_a, specs_b = _degradation_pairs(self.sampler, x, generator,
+                                              shared_halves=self.invariance_weight > 0)
+        a, b = apply_specs(x, specs_a, generator), apply_specs(x, specs_b, generator)
+        return (a, b, specs_a) if return_specs else (a, b)
 
     def _target(self, img: torch.Tensor) -> torch.Tensor:
         target = self.model.patchify(img)
@@ -131,7 +166,7 @@ class CrossIQAPretext(PretextTask):
         return loss
 
     def forward(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        a, b = self.degrade(crops, generator)
+        a, b, specs_a = self.degrade(crops, generator, return_specs=True)
         out = self.model.pretext(a, b, mask_ratio=self.mask_ratio, with_self=self.self_weight > 0,
                                  generator=generator)
         cross = 0.5 * (self._rec_loss(out['cross_a'], a) + self._rec_loss(out['cross_b'], b))
@@ -141,6 +176,10 @@ class CrossIQAPretext(PretextTask):
             self_term = 0.5 * (self._rec_loss(out['self_a'], a) + self._rec_loss(out['self_b'], b))
             loss = loss + self.self_weight * self_term
             logs['loss_self'] = self_term.item()
+        if self.invariance_weight > 0:
+            inv = class_token_invariance(out['q_a'], specs_a, self.invariance_temperature)
+            loss = loss + self.invariance_weight * inv
+            logs['loss_inv'] = inv.item()
         logs['loss'] = loss.item()
         return loss, logs
 
