@@ -40,6 +40,7 @@ FEATURE_SETS = {
     'cls+mean+std mid+last 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks=['mid', -1], scales=[1.0, 0.5]),
     'all blocks cls+mean+std 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks='all', scales=[1.0, 0.5]),
 }
+HEAD_SET = 'cls+mean+std mid+last 2 scales'  # the features of the shipped model's head
 TOKENS = ['cls', 'mean', 'std']
 SCALES = [1.0, 0.5]
 
@@ -70,7 +71,8 @@ def load_network(args) -> torch.nn.Module:
         args.steps = 0
     depth = net.config['depth']
     sup = CrossIQA(pretrained=False, **{**net.config, 'feature_tokens': TOKENS,
-                                        'feature_blocks': list(range(depth)), 'feature_scales': SCALES})
+                                        'feature_blocks': list(range(depth)), 'feature_scales': SCALES,
+                                        'native_mode': args.native_mode})
     sup.encoder.load_state_dict(net.encoder.state_dict())
     sup.eval()
     return sup
@@ -163,6 +165,8 @@ def main() -> int:
     p.add_argument('--cache', default='/work/runs/ablation_cache')
     p.add_argument('--records', default='docs/ablations/records.jsonl')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--native-mode', choices=['tiles', 'interp'], default='tiles',
+                   help='native-resolution scoring: tiles of the crop size, or interpolated position embeddings')
     args = p.parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     torch.set_num_threads(args.threads)
@@ -183,6 +187,7 @@ def main() -> int:
     splits = random_splits(len(records), n_splits=10, train_ratio=0.8, seed=123)
     result = {'name': args.name, 'encoder': args.encoder or f'random seed {args.random_seed}',
               'options': args.options, 'minutes': args.minutes, 'steps': args.steps,
+              'native_mode': args.native_mode,
               'date': datetime.now(timezone.utc).isoformat(timespec='seconds'),
               'commit': subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
                                        text=True).stdout.strip(), 'clive': {}}
@@ -203,6 +208,9 @@ def main() -> int:
         cache_file = Path(args.cache) / f'ltest-{key}-{args.l_images}x{args.l_size}.npz'
         lt_feats = np.load(cache_file)['features']
         result['level_probe'] = {name: level_probe(lt_feats, cols) for name, cols in cols_by_set.items()}
+        from level_probe import per_type_probe  # per-type probe: within image (L-test) and pooled
+        result['type_probe'] = {name: dict(zip(('within', 'pooled'), per_type_probe(lt_feats, cols)))
+                                for name, cols in cols_by_set.items() if name in ('cls', HEAD_SET)}
         for name in args.sets:
             print(f"{args.name:>24} | {name:<34} | level probe SRCC (held-out images) "
                   f"{result['level_probe'][name]:.3f}", flush=True)

@@ -6,9 +6,13 @@
 Reads the held-out feature caches written by ``scripts/ablation_eval.py`` (12 Kodak24
 crops x [pristine + 25 types x 5 levels], superset features) and, per degradation type,
 fits a ridge probe from the features to the level (0..5) on 2/3 of the images and
-predicts it on the other 1/3 (3 folds by image). Reports the SRCC between predicted
-and true level on the unseen images, averaged over the 25 types, for the class token
-and for the head's feature set.
+predicts it on the other 1/3 (3 folds by image). Reports, averaged over the 25 types,
+two SRCCs between predicted and true level on the unseen images:
+
+- *within image*: per unseen image and type (the L-test of DESIGN §5) — does the probe
+  order the six versions of one image correctly?
+- *pooled*: across all unseen images of a type — is its prediction also on the same
+  scale from one content to the next?
 """
 from __future__ import annotations
 
@@ -30,13 +34,14 @@ class _Cfg:  # feature_index only needs the encoder's width and depth
         self.config = {'embed_dim': embed_dim, 'depth': depth}
 
 
-def per_type_probe(feats: np.ndarray, cols: np.ndarray, folds: int = 3) -> tuple[float, list[float]]:
+def per_type_probe(feats: np.ndarray, cols: np.ndarray, folds: int = 3) -> tuple[float, float]:
+    """(within-image SRCC, pooled SRCC), each averaged over the degradation types."""
     from crossiqa_pyiqa.regression.ridge import fit_ridge_cv
 
     n_img, n_ver, _ = feats.shape
     n_types = (n_ver - 1) // 5
     levels = np.arange(6, dtype=np.float64)
-    per_type = []
+    pooled, within = [], []
     for t in range(n_types):
         idx = np.concatenate([[0], 1 + 5 * t + np.arange(5)])
         x = feats[:, idx][:, :, cols]  # (images, 6, F)
@@ -46,8 +51,9 @@ def per_type_probe(feats: np.ndarray, cols: np.ndarray, folds: int = 3) -> tuple
             train = np.setdiff1d(np.arange(n_img), test)
             model = fit_ridge_cv(x[train].reshape(-1, len(cols)), np.tile(levels, len(train)), n_folds=4)
             pred[test] = model.predict(x[test].reshape(-1, len(cols))).reshape(len(test), 6)
-        per_type.append(float(spearmanr(pred.reshape(-1), np.tile(levels, n_img)).statistic))
-    return float(np.mean(per_type)), per_type
+        pooled.append(float(spearmanr(pred.reshape(-1), np.tile(levels, n_img)).statistic))
+        within.append(float(np.nanmean([spearmanr(p, levels).statistic for p in pred])))
+    return float(np.nanmean(within)), float(np.mean(pooled))
 
 
 def main() -> int:
@@ -58,11 +64,11 @@ def main() -> int:
     p.add_argument('--depth', type=int, default=6)
     args = p.parse_args()
     net = _Cfg(args.embed_dim, args.depth)
-    print('| features cache | ' + ' | '.join(f'{s} (per-type probe SRCC)' for s in args.sets) + ' |')
-    print('|---|' + '---|' * len(args.sets))
+    print('| features cache | ' + ' | '.join(f'{s}: within image | {s}: pooled' for s in args.sets) + ' |')
+    print('|---|' + '---|---|' * len(args.sets))
     for path in args.caches:
         feats = np.load(path)['features']
-        vals = [per_type_probe(feats, feature_index(net, FEATURE_SETS[s]))[0] for s in args.sets]
+        vals = [v for s in args.sets for v in per_type_probe(feats, feature_index(net, FEATURE_SETS[s]))]
         print(f'| {os.path.basename(path)} | ' + ' | '.join(f'{v:.3f}' for v in vals) + ' |', flush=True)
     return 0
 

@@ -24,6 +24,8 @@ def main() -> int:
     p.add_argument('--main-set', default='cls+mean+std mid+last 2 scales', help='feature set used for the plot')
     args = p.parse_args()
     records = [json.loads(line) for line in Path(args.records).read_text().splitlines() if line.strip()]
+    latest = {r['name']: r for r in records}  # a re-evaluated variant replaces its older record in place
+    records = [latest[name] for name in dict.fromkeys(r['name'] for r in records)]
     sets = list(dict.fromkeys(k for r in records for k in r['clive']))
 
     lines = ['| variant | steps | minutes | feature set | dim | CLIVE SRCC | CLIVE PLCC | L-test SRCC |',
@@ -36,6 +38,14 @@ def main() -> int:
             lt = r.get('l_test', {}).get(s)
             lines.append(f"| {r['name']} | {r.get('steps', '')} | {r.get('minutes', 0):.0f} | {s} | {c['dim']} | "
                          f"{c['srcc']:.3f} | {c['plcc']:.3f} | {'' if lt is None else f'{lt:.3f}'} |")
+    probed = [r for r in records if 'type_probe' in r]
+    if probed:  # per-type level probe on held-out images (scripts/level_probe.py), newer records only
+        lines += ['', '| variant | steps | class-token probe: within image | class-token probe: pooled | '
+                  'head features: within image | head features: pooled |', '|---|---|---|---|---|---|']
+        for r in probed:
+            cells = [f"{r['type_probe'][k][m]:.3f}" if k in r['type_probe'] else ''
+                     for k in ('cls', args.main_set) for m in ('within', 'pooled')]
+            lines.append(f"| {r['name']} | {r.get('steps', '')} | " + ' | '.join(cells) + ' |')
     Path(args.out).write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
 
@@ -49,6 +59,8 @@ def main() -> int:
         if args.main_set not in r['clive']:
             continue
         srcc = r['clive'][args.main_set]['srcc']
+        if r.get('native_mode', 'tiles') != 'tiles':  # the scoring-mode comparison is a table, not a curve
+            continue
         if r.get('steps', 0) == 0:
             baseline = srcc
         else:

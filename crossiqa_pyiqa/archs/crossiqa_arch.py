@@ -296,11 +296,17 @@ class CrossIQA(nn.Module):
         return torch.einsum('bhwpqc->bchpwq', x).reshape(b, 3, h, w)
 
     def pretext(self, a: torch.Tensor, b: torch.Tensor, mask_ratio: float = 0.0, with_self: bool = True,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None,
+                quality_source: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Both branches at once: returns cross (and self) reconstructions as patch sequences.
 
         ``cross_a`` = D(q_a, P_b) ≈ a and ``cross_b`` = D(q_b, P_a) ≈ b; ``self_*`` = D(q_*, P_*).
         Also returns the class tokens ``q_a``, ``q_b``.
+
+        ``quality_source`` (addition to the paper): index ``j = quality_source[i]`` of another
+        image of the batch whose views carry the same degradations as image ``i``'s on other
+        content; the cross terms then use its class tokens, ``D(q_a[j], P_b[i]) ≈ a[i]``, so
+        the token can only transport the degradation, not details of its own content.
         """
         if a.shape != b.shape or a.shape[-1] != self.img_size or a.shape[-2] != self.img_size:
             raise ValueError(f'pretext expects two batches of {self.img_size}x{self.img_size} crops, '
@@ -310,6 +316,10 @@ class CrossIQA(nn.Module):
         q, patches, ids = enc['cls'], enc['patches'], enc['ids_keep']
         # cross: each quality code with the other branch's content (ids travel with the content)
         q_in = torch.cat([q[:n], q[n:]])
+        if quality_source is not None:
+            if quality_source.shape != (n,):
+                raise ValueError(f'quality_source must hold one index per image ({n}), got {tuple(quality_source.shape)}')
+            q_in = torch.cat([q[:n][quality_source], q[n:][quality_source]])
         content = torch.cat([patches[n:], patches[:n]])
         content_ids = None if ids is None else torch.cat([ids[n:], ids[:n]])
         if with_self:

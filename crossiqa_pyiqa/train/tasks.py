@@ -51,19 +51,22 @@ class PretextTask(nn.Module):
 
 
 def _degradation_pairs(sampler, crops: torch.Tensor, generator: torch.Generator,
-                       max_tries: int = 8, shared_halves: bool = False) -> tuple[list, list]:
+                       max_tries: int = 8, shared_halves: bool = False,
+                       share_b: bool = False) -> tuple[list, list]:
     """Two degradation specs per image, different from each other (DESIGN §2.1 step 2).
 
     ``shared_halves``: image ``i + n/2`` gets the same first spec as image ``i`` (same
-    degradation on different content, for the class-token invariance term).
+    degradation on different content); ``share_b``: the second spec too.
     """
     specs_a, specs_b = [], []
     n = crops.shape[0]
     for i in range(n):
-        if shared_halves and i >= n // 2 and i - n // 2 < n // 2:
-            sa = specs_a[i - n // 2]
-        else:
-            sa = sampler.sample(generator)
+        partner = i - n // 2 if shared_halves and n // 2 <= i < 2 * (n // 2) else None
+        if partner is not None and share_b:
+            specs_a.append(specs_a[partner])
+            specs_b.append(specs_b[partner])
+            continue
+        sa = specs_a[partner] if partner is not None else sampler.sample(generator)
         sb = sampler.sample(generator)
         tries = 0
         while sb == sa and tries < max_tries:
@@ -138,6 +141,9 @@ class CrossIQAPretext(PretextTask):
         # addition to the paper: the class token should code the degradation, not the content
         self.invariance_weight = float(loss.get('invariance_weight', 0.0))
         self.invariance_temperature = float(loss.get('invariance_temperature', 0.1))
+        # addition: the cross terms take the class tokens of another image with the same
+        # degradations (other content), see CrossIQA.pretext(quality_source=...)
+        self.cross_partner = bool(loss.get('cross_partner', False))
         if self.invariance_weight < 0 or self.invariance_temperature <= 0:
             raise ValueError('train.loss.invariance_weight must be >= 0 and invariance_temperature > 0')
 
@@ -145,9 +151,19 @@ class CrossIQAPretext(PretextTask):
                 return_specs: bool = False):
         x = crops.float() / 255.0
         specs_a, specs_b = _degradation_pairs(self.sampler, x, generator,
-                                              shared_halves=self.invariance_weight > 0)
+                                              shared_halves=self.invariance_weight > 0 or self.cross_partner,
+                                              share_b=self.cross_partner)
         a, b = apply_specs(x, specs_a, generator), apply_specs(x, specs_b, generator)
         return (a, b, specs_a) if return_specs else (a, b)
+
+    def _partners(self, n: int) -> torch.Tensor | None:
+        """Image i's class tokens come from image i ± n/2 (same specs, other content)."""
+        if not self.cross_partner:
+            return None
+        if n < 2 or n % 2:
+            raise ValueError(f'train.loss.cross_partner needs an even batch of at least 2 images, got {n}')
+        half = n // 2
+        return torch.cat([torch.arange(half, n), torch.arange(half)])
 
     def _target(self, img: torch.Tensor) -> torch.Tensor:
         target = self.model.patchify(img)
@@ -168,7 +184,7 @@ class CrossIQAPretext(PretextTask):
     def forward(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         a, b, specs_a = self.degrade(crops, generator, return_specs=True)
         out = self.model.pretext(a, b, mask_ratio=self.mask_ratio, with_self=self.self_weight > 0,
-                                 generator=generator)
+                                 generator=generator, quality_source=self._partners(a.shape[0]))
         cross = 0.5 * (self._rec_loss(out['cross_a'], a) + self._rec_loss(out['cross_b'], b))
         loss = cross
         logs = {'loss_cross': cross.item()}
