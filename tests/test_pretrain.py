@@ -144,3 +144,38 @@ def test_invariance_batches_share_degradations_across_halves():
     a, b = _degradation_pairs(sampler, torch.zeros(8, 3, 8, 8), torch.Generator().manual_seed(0), shared_halves=True)
     assert a[:4] == a[4:] and len(set(map(tuple, a[:4]))) == 4
     assert all(x != y for x, y in zip(a, b))
+
+
+def test_cross_partner_takes_the_quality_token_from_the_partner_image():
+    """quality_source: D(q_a[j], P_b[i]) ≈ a[i] (addition: same degradations, other content)."""
+    from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+    from crossiqa_pyiqa.degradations import DegradationSampler
+    from crossiqa_pyiqa.train.tasks import _degradation_pairs
+
+    torch.manual_seed(0)
+    net = CrossIQA(pretrained=False, size='tiny', img_size=32, patch_size=16, depth=2, decoder_depth=1).eval()
+    a, b = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    swap = torch.tensor([2, 3, 0, 1])
+    with torch.no_grad():
+        plain = net.pretext(a, b, with_self=False)
+        partner = net.pretext(a, b, with_self=False, quality_source=swap)
+        # content stays with image i, only the class tokens move
+        enc = net.encoder(torch.cat([a, b]))
+        by_hand = net.decoder(torch.cat([enc['cls'][:4][swap], enc['cls'][4:][swap]]),
+                              torch.cat([enc['patches'][4:], enc['patches'][:4]]), None)
+    assert torch.allclose(partner['cross_a'], by_hand[:4], atol=1e-6)
+    assert torch.allclose(partner['cross_b'], by_hand[4:], atol=1e-6)
+    assert not torch.allclose(partner['cross_a'], plain['cross_a'], atol=1e-4)
+    # when the partner is the same picture, the partner term is the paper's cross term
+    twins_a, twins_b = torch.cat([a[:2], a[:2]]), torch.cat([b[:2], b[:2]])
+    with torch.no_grad():
+        same = net.pretext(twins_a, twins_b, with_self=False, quality_source=swap)
+        ref = net.pretext(twins_a, twins_b, with_self=False)
+    assert torch.allclose(same['cross_a'], ref['cross_a'], atol=1e-5)
+    with pytest.raises(ValueError, match='one index per image'):
+        net.pretext(a, b, quality_source=swap[:3])
+    # the sampler gives partners both degradations
+    sampler = DegradationSampler(identity_prob=0.1, max_compose=2, continuous=True)
+    sa, sb = _degradation_pairs(sampler, torch.zeros(6, 3, 8, 8), torch.Generator().manual_seed(1),
+                                shared_halves=True, share_b=True)
+    assert sa[:3] == sa[3:] and sb[:3] == sb[3:] and all(x != y for x, y in zip(sa, sb))
