@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--ranking_max_images', type=int, default=None)
     parser.add_argument('--ranking_crop', type=int, default=256, help='centre crop of pristine images (0: none)')
     parser.add_argument('--ranking_types', nargs='+', default=None, help='degradation types (default: all)')
+    parser.add_argument('--reverse_order', action='store_true',
+                        help='score images last-first: start a second process with it to spread a slow metric '
+                             '(e.g. ilniqe) over two cores; both share the score cache')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch threads (default 1: on a shared 2-core machine, one thread per process was '
                              'measured 3x faster than two)')
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             save_result_path=args.save_result_path, markdown_path=args.markdown, max_images=args.max_images,
             scatter_metric=args.scatter_metric, pristine_dir=args.pristine_dir,
             ranking_max_images=args.ranking_max_images, ranking_crop=args.ranking_crop or None,
-            ranking_types=args.ranking_types, device='cuda' if args.use_gpu else 'cpu')
+            ranking_types=args.ranking_types, device='cuda' if args.use_gpu else 'cpu',
+            reverse_order=args.reverse_order)
         run(cfg)
     except (DatasetError, KeyError, ValueError, FileNotFoundError, ImportError) as error:
         print(f'benchmark: error: {error}', file=sys.stderr)

@@ -149,3 +149,54 @@ def test_unknown_metric_and_dataset_fail_clearly(setup, capsys):
     assert 'no-such-metric' in capsys.readouterr().err
     assert bench.main(['-m', 'piqe', '-d', 'nowhere']) == 1
     assert "Unknown dataset 'nowhere'" in capsys.readouterr().err
+
+
+def test_score_cache_shared_by_two_processes(tmp_path):
+    """A second process scoring last-first (--reverse_order) and the first one meet in the middle:
+    each picks up what the other appended to the shared cache instead of scoring it again."""
+    import json
+
+    import torch
+
+    from crossiqa_pyiqa.benchmark.scores import score_items
+
+    images = [torch.full((3, 8, 8), float(i)) for i in range(6)]
+    keys = [f'img{i}.png' for i in range(6)]
+    cache = tmp_path / 'scores' / 'shared.jsonl'
+    scored = []
+
+    def metric(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3))
+
+    def read_while_other_process_writes(i: int) -> torch.Tensor:
+        scored.append(i)
+        if len(scored) == 1:  # meanwhile the other process, going last-first, finishes items 5 and 4
+            with open(cache, 'a') as f:
+                for j in (5, 4):
+                    f.write(json.dumps({'key': keys[j], 'score': 100.0 + j, 'seconds': 1.0}) + '\n')
+                f.write('{"key": "img3.png", "sco')  # and is half-way through writing item 3's line
+        return images[i]
+
+    scores, _ = score_items(metric, keys, read_while_other_process_writes, cache)
+    assert scored == [0, 1, 2, 3]  # 4 and 5 came from the cache, the half-written line was not trusted
+    assert scores.tolist() == [0.0, 1.0, 2.0, 3.0, 104.0, 105.0]
+    # a reverse-order run on a fresh cache scores last-first
+    order = []
+    score_items(metric, keys, lambda i: order.append(i) or images[i], tmp_path / 'scores' / 'fresh.jsonl',
+                reverse=True)
+    assert order == [5, 4, 3, 2, 1, 0]
+
+
+def test_score_cache_survives_a_line_cut_by_a_kill(tmp_path):
+    import torch
+
+    from crossiqa_pyiqa.benchmark.scores import score_items
+
+    cache = tmp_path / 'cut.jsonl'
+    cache.write_text('{"key": "a.png", "score": 7.0, "seconds": 1.0}\n{"key": "b.png", "sc')
+    images = {0: torch.zeros(3, 4, 4), 1: torch.ones(3, 4, 4), 2: torch.full((3, 4, 4), 2.0)}
+    keys = ['a.png', 'b.png', 'c.png']
+    scores, _ = score_items(lambda x: x.mean(dim=(1, 2, 3)), keys, images.__getitem__, cache)
+    assert scores.tolist() == [7.0, 1.0, 2.0]
+    again, _ = score_items(lambda x: 1 / 0, keys, images.__getitem__, cache)  # all cached now: never called
+    assert again.tolist() == [7.0, 1.0, 2.0]

@@ -55,6 +55,7 @@ class BenchmarkConfig:
     ranking_crop: int | None = 256
     ranking_types: list[str] | None = None
     device: str = 'cpu'
+    reverse_order: bool = False  # score missing images last-first (a second process sharing the cache)
 
 
 @dataclass
@@ -111,7 +112,7 @@ def evaluate_metric(spec: MetricSpec, model, ds: LoadedDataset, cfg: BenchmarkCo
     else:
         cache = cache_file(cfg.cache_dir, spec.identity(), records.identity, ds.name)
         scores, per_image = score_items(model, records.paths, _read_item(ds, spec), cache,
-                                        desc=f'{spec.name} on {ds.name}')
+                                        desc=f'{spec.name} on {ds.name}', reverse=cfg.reverse_order)
         t_score = time.time() - t0
         results, whole = evaluate_scores(scores, records.mos, ds.splits, spec.lower_better)
         lower_better = spec.lower_better
@@ -223,7 +224,7 @@ def run_efficient(cfg: BenchmarkConfig, loaded: list[LoadedDataset]) -> tuple[di
             else:  # a metric without training: one flat reference line on the same test splits
                 cache = cache_file(cfg.cache_dir, spec.identity(), ds.records.identity, ds.name)
                 scores, _ = score_items(model, ds.records.paths, _read_item(ds, spec), cache,
-                                        desc=f'{spec.name} on {ds.name}')
+                                        desc=f'{spec.name} on {ds.name}', reverse=cfg.reverse_order)
                 res, _ = evaluate_scores(scores, ds.records.mos, ds.splits, spec.lower_better)
                 flat[spec.name] = res.median('srcc')
                 rows.append([spec.name, ds.name, 'none (no training)', res.median('srcc'), *res.quantiles('srcc')[::2],
@@ -262,7 +263,7 @@ def run_ranking(cfg: BenchmarkConfig) -> tuple[dict[str, Any], str]:
         cache = cache_file(cfg.cache_dir, spec.identity(), data_id, 'ranking')
         t0 = time.time()
         scores, per_item = score_items(model, [it.key for it in items], lambda k: reader(items[k]), cache,
-                                       desc=f'{spec.name} ranking')
+                                       desc=f'{spec.name} ranking', reverse=cfg.reverse_order)
         res = ranking_tests(items, scores, spec.lower_better)
         results[spec.name] = {'tests': res, 'seconds_this_run': round(time.time() - t0, 2),
                               'seconds_per_item': round(per_item, 4)}
