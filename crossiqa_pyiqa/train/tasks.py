@@ -95,6 +95,12 @@ def apply_specs(x: torch.Tensor, specs: list, generator: torch.Generator) -> tor
     return out
 
 
+def half_partners(n: int) -> torch.Tensor:
+    """Index of each image's partner in a batch built with ``shared_halves``: i <-> i + n/2."""
+    half = n // 2
+    return torch.cat([torch.arange(half, 2 * half), torch.arange(half)])
+
+
 def class_token_invariance(q: torch.Tensor, specs: list, temperature: float) -> torch.Tensor:
     """InfoNCE on class tokens: image ``i`` and ``i + n/2`` carry the same degradation on
     different content and must be each other's nearest token; tokens of other images with
@@ -107,7 +113,7 @@ def class_token_invariance(q: torch.Tensor, specs: list, temperature: float) -> 
     logits = z @ z.t() / temperature
     keys = [tuple(s) for s in specs[:2 * half]]
     same = torch.tensor([[ki == kj for kj in keys] for ki in keys], device=q.device)
-    partner = torch.cat([torch.arange(half, 2 * half), torch.arange(half)]).to(q.device)
+    partner = half_partners(n).to(q.device)
     drop = same.clone()
     drop[torch.arange(2 * half), partner] = False  # keep the positive
     logits = logits.masked_fill(drop, float('-inf'))
@@ -162,8 +168,7 @@ class CrossIQAPretext(PretextTask):
             return None
         if n < 2 or n % 2:
             raise ValueError(f'train.loss.cross_partner needs an even batch of at least 2 images, got {n}')
-        half = n // 2
-        return torch.cat([torch.arange(half, n), torch.arange(half)])
+        return half_partners(n)
 
     def _target(self, img: torch.Tensor) -> torch.Tensor:
         target = self.model.patchify(img)
