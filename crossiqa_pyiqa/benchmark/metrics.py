@@ -8,6 +8,8 @@ with two optional keys of ours per metric:
   is the same in every run;
 - ``probe``: treat the metric as a feature extractor (``net.forward_features``) whose
   linear head is refitted per split. Default: true for CrossIQA with the linear head.
+- ``ranking``: for probes, synthetic ranking pairs added to every head fit (the
+  ``regression.ranking`` options of ``scripts/fit_regressor.py``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-OUR_KEYS = ('seed', 'probe')
+OUR_KEYS = ('seed', 'probe', 'ranking')
 
 
 @dataclass
@@ -28,6 +30,7 @@ class MetricSpec:
     lower_better: bool = False
     seed: int | None = None
     probe: bool | None = None  # None: decided from the built network
+    ranking: dict[str, Any] | None = None  # probes only: regression.ranking options
 
     def identity(self) -> dict[str, Any]:
         """What the cached scores depend on: options, seed and the content of any weight file named."""
@@ -68,7 +71,7 @@ def resolve_metrics(names: list[str], custom: dict[str, dict[str, Any]] | None =
         specs.append(MetricSpec(name=name, metric_opts=dict(cfg['metric_opts']),
                                 metric_mode=cfg.get('metric_mode', 'NR'),
                                 lower_better=bool(cfg.get('lower_better', False)),
-                                seed=cfg.get('seed'), probe=cfg.get('probe')))
+                                seed=cfg.get('seed'), probe=cfg.get('probe'), ranking=cfg.get('ranking')))
     if unknown:
         raise KeyError(f'Unknown metric(s) {unknown}: not in pyiqa.DEFAULT_CONFIGS nor in --metric_opt.')
     return specs

@@ -27,7 +27,8 @@ from crossiqa_pyiqa.regression.datasets import build_iqa_dataset, dataset_record
 from crossiqa_pyiqa.regression.features import dataset_features
 from crossiqa_pyiqa.regression.protocol import (CORRELATIONS, data_efficient, evaluate_scores, linear_probe,
                                                 per_type)
-from crossiqa_pyiqa.regression.ridge import DEFAULT_ALPHAS
+from crossiqa_pyiqa.regression.ranking_pairs import ranking_options, ranking_pairs
+from crossiqa_pyiqa.regression.ridge import DEFAULT_ALPHAS, RankingRows
 from crossiqa_pyiqa.regression.splits import random_splits
 
 MODES = ('probe', 'efficient', 'zeroshot', 'ranking')
@@ -98,15 +99,27 @@ def _per_type_over_splits(values: list[dict[str, dict[str, float]]]) -> dict[str
     return out
 
 
+def ranking_rows(spec: MetricSpec, net, cfg: BenchmarkConfig) -> RankingRows | None:
+    """The metric's synthetic ranking pairs as fit rows (``ranking:`` in its metric options), else None."""
+    opts = ranking_options(spec.ranking)
+    if opts is None:
+        return None
+    pairs = ranking_pairs(net, opts, cfg.cache_dir)
+    return RankingRows(pairs.diffs, pairs.margins(opts.margin_per_level), opts.weight)
+
+
 def evaluate_metric(spec: MetricSpec, model, ds: LoadedDataset, cfg: BenchmarkConfig) -> dict[str, Any]:
     """Protocol results of one metric on one dataset (mode probe/zeroshot)."""
     records = ds.records
     t0 = time.time()
     probe = cfg.mode == 'probe' and is_probe(spec, model)
+    if spec.ranking and not probe:
+        raise ValueError(f'{spec.name}: `ranking:` applies to probed (feature + ridge head) metrics only')
     if probe:
         features = dataset_features(model.net, ds.dataset, records, cfg.cache_dir, desc=f'{spec.name} features')
         t_score = time.time() - t0
-        results = linear_probe(features, records.mos, ds.splits, cfg.alphas, cfg.cv_folds, cfg.seed)
+        results = linear_probe(features, records.mos, ds.splits, cfg.alphas, cfg.cv_folds, cfg.seed,
+                               ranking=ranking_rows(spec, model.net, cfg))
         whole = None
         lower_better = False  # predictions are on the MOS scale
     else:
@@ -118,7 +131,8 @@ def evaluate_metric(spec: MetricSpec, model, ds: LoadedDataset, cfg: BenchmarkCo
         lower_better = spec.lower_better
     if probe:  # features are cached whole; their cost is the extraction time of this run (0 when cached)
         per_image = t_score / max(1, len(records))
-    out = {'protocol': 'ridge probe' if probe else 'score only', 'probe': probe,
+    protocol = ('ridge+ranking probe' if spec.ranking else 'ridge probe') if probe else 'score only'
+    out = {'protocol': protocol, 'probe': probe,
            'splits': results.summary(), 'whole': whole, 'seconds_this_run': round(t_score, 2),
            'seconds_per_image': round(per_image, 4), 'n_images': len(records),
            'lower_better': lower_better, '_results': results, '_scores': None if probe else scores}
@@ -216,7 +230,7 @@ def run_efficient(cfg: BenchmarkConfig, loaded: list[LoadedDataset]) -> tuple[di
                 feats = dataset_features(model.net, ds.dataset, ds.records, cfg.cache_dir,
                                          desc=f'{spec.name} features')
                 res = data_efficient(feats, ds.records.mos, ds.splits, cfg.efficient_sizes, cfg.alphas,
-                                     cfg.cv_folds, cfg.seed)
+                                     cfg.cv_folds, cfg.seed, ranking=ranking_rows(spec, model.net, cfg))
                 curves[spec.name] = {n: r.srcc for n, r in res.items()}
                 for n, r in res.items():
                     q25, q50, q75 = r.quantiles('srcc')

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from crossiqa_pyiqa.regression.datasets import build_iqa_dataset, dataset_records
@@ -25,7 +26,8 @@ from crossiqa_pyiqa.regression.head import (load_encoder, set_linear_head, set_p
                                             standardise_np)
 from crossiqa_pyiqa.regression.options import regression_options
 from crossiqa_pyiqa.regression.protocol import linear_probe
-from crossiqa_pyiqa.regression.ridge import fit_ridge, select_alpha
+from crossiqa_pyiqa.regression.ranking_pairs import ranking_pairs
+from crossiqa_pyiqa.regression.ridge import RankingRows, fit_ridge, select_alpha
 from crossiqa_pyiqa.regression.splits import random_splits, write_pyiqa_split_file
 from crossiqa_pyiqa.regression.zeroshot import pristine_statistics
 
@@ -84,21 +86,34 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     features = dataset_features(net, dataset, records, cache_dir)
     t_features = time.time() - t1
 
+    rows, ranking_info, t_pairs = None, None, 0.0
+    if reg['ranking'] is not None:
+        t_pairs = time.time()
+        pairs = ranking_pairs(net, reg['ranking'], cache_dir)
+        rows = RankingRows(pairs.diffs, pairs.margins(reg['ranking'].margin_per_level), reg['ranking'].weight)
+        t_pairs = time.time() - t_pairs
+
     t2 = time.time()
     splits = random_splits(len(records), reg['n_splits'], reg['train_ratio'], reg['seed'], records.groups)
     if split_file:
         write_pyiqa_split_file(split_file, splits)
     probe = linear_probe(features, records.mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
-                         reg['cv_scoring'])
+                         reg['cv_scoring'], ranking=rows)
     alpha = select_alpha(features, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'])
-    model = fit_ridge(features, records.mos, alpha)
+    model = fit_ridge(features, records.mos, alpha, rows)
+    if rows is not None:
+        wrong = ((pairs.diffs / model.std) @ model.coef) <= 0  # pristine not scored above its degraded version
+        types = np.asarray(pairs.types)
+        ranking_info = {**reg['ranking'].as_dict(), 'n_pairs': len(pairs), 'pairs_misordered': float(wrong.mean()),
+                        'pairs_misordered_per_type': {t: float(wrong[types == t].mean()) for t in dict.fromkeys(types)}}
     set_linear_head(net, model)
     t_fit = time.time() - t2
 
     name = name or opt.get('name') or metric_name_for(records.name)
     info: dict[str, Any] = {
         'metric_name': name,
-        'head': 'ridge',
+        'head': 'ridge' if rows is None else 'ridge+ranking',
+        'ranking': ranking_info,
         'dataset': records.name,
         'dataset_type': data_opt.get('type'),
         'dataset_meta_info_file': str(data_opt.get('meta_info_file')),
@@ -151,6 +166,8 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
         'seconds': round(time.time() - t0, 2),
         'seconds_features': round(t_features, 2),
         'seconds_fit': round(t_fit, 2),
+        'seconds_ranking_pairs': round(t_pairs, 2),
+        'ranking': ranking_info,
         'seconds_pristine': round(t_pristine, 2),
         'has_pristine_stats': info['has_pristine_stats'],
         **source,

@@ -38,6 +38,7 @@ REGRESSION_DEFAULTS: dict[str, Any] = {
     'train_ratio': 0.8,
     'seed': 123,
     'pristine_ridge': 1e-3,
+    'ranking': None,  # synthetic ranking pairs in the fit (ranking_pairs.RANKING_DEFAULTS)
 }
 
 
@@ -47,4 +48,7 @@ def regression_options(opt: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f'Unknown regression option(s) {sorted(unknown)}; valid: {sorted(REGRESSION_DEFAULTS)}')
     reg['alphas'] = alpha_grid(reg['alphas'])
+    from crossiqa_pyiqa.regression.ranking_pairs import ranking_options
+
+    reg['ranking'] = ranking_options(reg['ranking'])
     return reg

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from crossiqa_pyiqa.regression.ridge import DEFAULT_ALPHAS, fit_ridge, select_alpha
+from crossiqa_pyiqa.regression.ridge import DEFAULT_ALPHAS, RankingRows, fit_ridge, select_alpha
 from crossiqa_pyiqa.regression.splits import Split, subsample
 
 CORRELATIONS = ('srcc', 'plcc', 'krcc')
@@ -68,10 +68,12 @@ class SplitResults:
 
 def linear_probe(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split],
                  alphas: Sequence[float] = DEFAULT_ALPHAS, cv_folds: int = 5, seed: int = 0,
-                 scoring: str = 'mse', train_size: int | None = None, repetition: int = 0) -> SplitResults:
+                 scoring: str = 'mse', train_size: int | None = None, repetition: int = 0,
+                 ranking: RankingRows | None = None) -> SplitResults:
     """Ridge on the training part of each split (alpha by CV on it alone), scored on its test part.
 
     ``train_size`` keeps only that many (seeded) training images: the data-efficient protocol.
+    ``ranking``: synthetic pairs added to every fit (alpha is still chosen on the MOS rows).
     """
     features = np.asarray(features, dtype=np.float64)
     mos = np.asarray(mos, dtype=np.float64)
@@ -80,7 +82,7 @@ def linear_probe(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split],
         train = subsample(train, train_size, seed=seed, repetition=repetition * 1000 + i)
         alpha = select_alpha(features[train], mos[train], alphas, n_folds=min(cv_folds, len(train)),
                              seed=seed + i, scoring=scoring)
-        model = fit_ridge(features[train], mos[train], alpha)
+        model = fit_ridge(features[train], mos[train], alpha, ranking)
         pred = model.predict(features[test])
         results.add(correlations(pred, mos[test]))
         results.alphas.append(alpha)
@@ -92,7 +94,7 @@ def linear_probe(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split],
 def data_efficient(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split],
                    sizes: Sequence[int | None] = (25, 50, 100, 200, 400, None),
                    alphas: Sequence[float] = DEFAULT_ALPHAS, cv_folds: int = 5, seed: int = 0,
-                   scoring: str = 'mse') -> dict[str, SplitResults]:
+                   scoring: str = 'mse', ranking: RankingRows | None = None) -> dict[str, SplitResults]:
     """SRCC vs number of labelled training images; one repetition per split (10 splits = 10 reps).
 
     ``None`` in ``sizes`` means all training images of the split. Sizes larger than a
@@ -104,7 +106,7 @@ def data_efficient(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split
         if size is not None and size >= n_train:
             continue
         out['all' if size is None else str(size)] = linear_probe(features, mos, splits, alphas, cv_folds, seed,
-                                                                 scoring, train_size=size)
+                                                                 scoring, train_size=size, ranking=ranking)
     return out
 
 

@@ -83,12 +83,71 @@ def _svd_solutions(xs: np.ndarray, yc: np.ndarray, alphas: Sequence[float]) -> n
     return coefs.numpy()
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> RidgeModel:
-    """Standardise with ``x``'s own statistics, then solve ridge in closed form."""
+@dataclass
+class RankingRows:
+    """Pairwise constraints ``(f(a) - f(b)) · w >= margin`` ("a is better than b by margin").
+
+    ``diffs`` are raw feature differences (standardised inside the fit, like ``x``);
+    ``weight`` is the pairs' total weight relative to the MOS rows, so it means the same
+    for 50 or 1000 labelled images.
+    """
+
+    diffs: np.ndarray
+    margins: np.ndarray
+    weight: float
+
+    def __post_init__(self) -> None:
+        self.diffs = np.asarray(self.diffs, dtype=np.float64)
+        self.margins = np.asarray(self.margins, dtype=np.float64).ravel()
+        if self.diffs.ndim != 2 or self.diffs.shape[0] != self.margins.shape[0] or self.diffs.shape[0] == 0:
+            raise ValueError(f'RankingRows: expected diffs (n, d) and margins (n,), n > 0; got '
+                             f'{self.diffs.shape} and {self.margins.shape}')
+        if not (np.isfinite(self.diffs).all() and np.isfinite(self.margins).all()) or self.weight < 0:
+            raise ValueError('RankingRows: non-finite diffs/margins or negative weight')
+
+
+def _ranked_solution(xs: np.ndarray, yc: np.ndarray, alpha: float, u: np.ndarray, margins: np.ndarray,
+                     lam: float, max_iter: int = 100) -> tuple[np.ndarray, int]:
+    """argmin ||xs w - yc||² + lam Σ max(0, m - u w)² + alpha ||w||² (squared hinge; active-set Newton).
+
+    The objective is convex and piecewise quadratic: given the set of violated pairs it is
+    a ridge problem; re-solving until that set stops changing reaches the exact minimum.
+    Returns the coefficients and the number of solves.
+    """
+    with _one_thread():
+        x = torch.from_numpy(np.ascontiguousarray(xs))
+        U = torch.from_numpy(np.ascontiguousarray(u))
+        m = torch.from_numpy(np.ascontiguousarray(margins))
+        gram = x.T @ x + alpha * torch.eye(x.shape[1], dtype=x.dtype)
+        rhs = x.T @ torch.from_numpy(np.ascontiguousarray(yc))
+        w = torch.linalg.solve(gram, rhs)
+        active = None
+        for it in range(1, max_iter + 1):
+            now = (U @ w) < m
+            if active is not None and torch.equal(now, active):
+                return w.numpy(), it
+            active = now
+            ua = U[active]
+            w = torch.linalg.solve(gram + lam * ua.T @ ua, rhs + lam * ua.T @ m[active])
+    raise RuntimeError(f'ranking-constrained ridge did not converge in {max_iter} active-set steps')
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, ranking: RankingRows | None = None) -> RidgeModel:
+    """Standardise with ``x``'s own statistics, then solve ridge in closed form.
+
+    With ``ranking``, the pairs are added as squared-hinge rows (``RankingRows``) in the
+    same standardised space; the intercept stays the MOS mean (pairs do not constrain it).
+    """
     x, y = _check_xy(x, y)
     mean, std = standardisation(x)
     xs = (x - mean) / std
-    coef = _svd_solutions(xs, y - y.mean(), [alpha])[0]
+    if ranking is None or ranking.weight == 0:
+        coef = _svd_solutions(xs, y - y.mean(), [alpha])[0]
+    else:
+        if ranking.diffs.shape[1] != x.shape[1]:
+            raise ValueError(f'ranking pairs have {ranking.diffs.shape[1]} features, x has {x.shape[1]}')
+        lam = ranking.weight * x.shape[0] / ranking.diffs.shape[0]
+        coef, _ = _ranked_solution(xs, y - y.mean(), float(alpha), ranking.diffs / std, ranking.margins, lam)
     return RidgeModel(mean=mean, std=std, coef=coef, intercept=float(y.mean()), alpha=float(alpha))
 
 

@@ -1,0 +1,134 @@
+"""Synthetic quality-ranking pairs that keep a MOS-fitted head honest about distortions.
+
+A ridge head fitted on CLIVE alone learns what CLIVE shows: there, more high-frequency
+energy mostly means "sharper", so the head rewards white noise, JPEG blocking and
+over-sharpening (README, synthetic ranking table). The remedy costs no labels: take
+pristine images, degrade each with the library (every type, one seeded level), and ask
+the head to score the pristine version above the degraded one by a margin that grows
+with the level. The pairs enter the fit as squared-hinge rows (``ridge.RankingRows``).
+
+Features of the pairs are cached like dataset features (content hash of encoder,
+image list, crop, seed, types), so a refit of the head reuses them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+#: Defaults of ``regression.ranking`` (``weight``: total weight of the pairs relative to the
+#: MOS rows; ``margin_per_level``: required score drop per degradation level, MOS units).
+RANKING_DEFAULTS: dict[str, Any] = {
+    'pristine_dirs': None,
+    'n_images': 150,
+    'crop': 256,
+    'seed': 0,
+    'types': None,  # None: all 25 library types
+    'weight': 0.3,
+    'margin_per_level': 3.0,
+}
+
+
+@dataclass
+class RankingOptions:
+    pristine_dirs: list[str]
+    n_images: int = 150
+    crop: int | None = 256
+    seed: int = 0
+    types: list[str] | None = None
+    weight: float = 0.3
+    margin_per_level: float = 3.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in RANKING_DEFAULTS}
+
+
+def ranking_options(spec: dict[str, Any] | None) -> RankingOptions | None:
+    """Checked ``regression.ranking`` options; ``None``/empty means a plain MOS fit."""
+    if not spec:
+        return None
+    unknown = set(spec) - set(RANKING_DEFAULTS)
+    if unknown:
+        raise ValueError(f'Unknown regression.ranking option(s) {sorted(unknown)}; valid: {sorted(RANKING_DEFAULTS)}')
+    opts = {**RANKING_DEFAULTS, **spec}
+    dirs = opts['pristine_dirs']
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    if not dirs:
+        raise ValueError('regression.ranking needs pristine_dirs: folders of pristine images to degrade')
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise FileNotFoundError(f'regression.ranking.pristine_dirs: {d} is not a folder')
+    if int(opts['n_images']) < 1:
+        raise ValueError(f"regression.ranking.n_images must be >= 1, got {opts['n_images']}")
+    if float(opts['weight']) < 0 or float(opts['margin_per_level']) < 0:
+        raise ValueError('regression.ranking.weight and margin_per_level must be >= 0')
+    if opts['types'] is not None:
+        from crossiqa_pyiqa.degradations import DEGRADATIONS
+
+        bad = sorted(set(opts['types']) - set(DEGRADATIONS))
+        if bad or not opts['types']:
+            raise ValueError(f'regression.ranking.types: unknown or empty {bad}; valid: {list(DEGRADATIONS)}')
+    return RankingOptions(pristine_dirs=[str(d) for d in dirs], n_images=int(opts['n_images']),
+                          crop=int(opts['crop']) if opts['crop'] else None, seed=int(opts['seed']),
+                          types=list(opts['types']) if opts['types'] else None, weight=float(opts['weight']),
+                          margin_per_level=float(opts['margin_per_level']))
+
+
+@dataclass
+class RankingPairs:
+    """``diffs[k] = f(pristine) - f(degraded)`` for pair k, in the encoder's raw feature space."""
+
+    diffs: np.ndarray
+    levels: np.ndarray
+    types: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def margins(self, per_level: float) -> np.ndarray:
+        return per_level * self.levels.astype(np.float64)
+
+
+def _pristine_images(dirs: Sequence[str]) -> list[str]:
+    from crossiqa_pyiqa.regression.features import folder_images
+
+    return [p for d in dirs for p in folder_images(d)]
+
+
+def ranking_pairs(net: torch.nn.Module, opts: RankingOptions,
+                  cache_dir: str | os.PathLike | None = None) -> RankingPairs:
+    """Features of ``n_images`` seeded pristine crops and of one degraded version per type of each."""
+    from crossiqa_pyiqa.benchmark.ranking import DegradedReader, RankingItem, load_degradations
+    from crossiqa_pyiqa.regression.features import cache_key, default_cache_dir, extract
+
+    all_types, apply_fn = load_degradations()
+    types = opts.types or all_types
+    paths = _pristine_images(opts.pristine_dirs)
+    rng = np.random.default_rng(opts.seed)
+    chosen = sorted(rng.choice(len(paths), min(opts.n_images, len(paths)), replace=False).tolist())
+    paths = [paths[i] for i in chosen]
+    items: list[RankingItem] = []
+    for i in range(len(paths)):
+        items.append(RankingItem(i, None, 0))
+        items.extend(RankingItem(i, t, int(rng.integers(1, 6))) for t in types)
+    reader = DegradedReader(paths, opts.crop, apply_fn, types, seed=opts.seed)
+    keys = [f'{paths[it.image]}|{it.dtype or "pristine"}|{it.level}' for it in items]
+    identity = json.dumps({'items': keys, 'sizes': [os.path.getsize(p) for p in paths], 'crop': opts.crop,
+                           'seed': opts.seed}, sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = cache_dir / 'features' / f'ranking-pairs-{cache_key(net, digest)}.npz'
+    feats = extract(net, len(items), lambda k: reader(items[k]), keys, cache, desc='ranking pairs')
+    pristine_row = {it.image: k for k, it in enumerate(items) if it.dtype is None}
+    rows = [k for k, it in enumerate(items) if it.dtype is not None]
+    diffs = feats[[pristine_row[items[k].image] for k in rows]] - feats[rows]
+    return RankingPairs(diffs=diffs, levels=np.array([items[k].level for k in rows]),
+                        types=[items[k].dtype for k in rows], images=[paths[items[k].image] for k in rows])
