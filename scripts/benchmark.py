@@ -7,7 +7,9 @@
 As in ``benchmark_results.py``: ``-m``/``-d`` name metrics and datasets, every entry of
 ``--metric_opt``/``--data_opt`` is tested too (``-d`` names are looked up there first,
 then in pyiqa's ``default_dataset_configs.yml``), and the CSV has a row per metric and
-a ``<dataset>(PLCC/SRCC/KRCC)`` column per dataset. Here the column holds the median
+a ``<dataset>(PLCC/SRCC/KRCC)`` column per dataset. Exception: ``--mode ranking`` with
+``-m`` scores only the metrics named there (``--metric_opt`` entries are then definitions;
+feature-probe entries have no head of their own to rank with). Here the column holds the median
 over the seeded test splits, with ``<dataset>-whole(...)`` columns for plain scoring of
 the whole dataset; a Markdown table is printed (and written with ``--markdown``).
 Per-image scores and features are cached (``--cache_dir``), so a killed run resumes.
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         custom = load_metric_opt_file(args.metric_opt) if args.metric_opt else {}
-        specs = resolve_metrics((args.m or []) + list(custom), custom)
+        named = (args.m or []) if args.mode == 'ranking' and args.m else (args.m or []) + list(custom)
+        specs = resolve_metrics(named, custom)
         if not specs:
             parser.error('no metric to test: give -m and/or --metric_opt')
         datasets = {} if args.mode == 'ranking' else _datasets(args.d or [], args.data_opt)

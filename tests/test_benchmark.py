@@ -118,11 +118,12 @@ def test_zeroshot_and_ranking_modes(setup):
     assert all(np.isfinite(float(v)) for v in zs_row[1].split('/'))
 
     pytest.importorskip('crossiqa_pyiqa.degradations')
-    out = run_bench(setup, 'rank', '-m', 'piqe', '--metric_opt', str(zs_opt), '--mode', 'ranking',
+    # ranking mode scores only the metrics named by -m (crossiqa-toy-head is defined, not named)
+    out = run_bench(setup, 'rank', '-m', 'piqe', 'crossiqa-zs-toy', '--metric_opt', str(zs_opt), '--mode', 'ranking',
                     '--pristine_dir', str(pristine), '--ranking_max_images', '2', '--ranking_crop', '64',
                     '--ranking_types', 'gaussian_blur', 'white_noise', '--markdown', str(root / 'rank.md'))
     rows = list(csv.DictReader(open(out / 'ranking.csv')))
-    assert {r['metric'] for r in rows} == {'piqe', 'crossiqa-zs-toy', 'crossiqa-toy-head'}
+    assert {r['metric'] for r in rows} == {'piqe', 'crossiqa-zs-toy'}
     assert {r['type'] for r in rows} == {'gaussian_blur', 'white_noise', 'all'}
     for r in rows:
         assert -1 <= float(r['l_srcc_mean']) <= 1 and 0 <= float(r['d_pair_accuracy']) <= 1
@@ -200,3 +201,17 @@ def test_score_cache_survives_a_line_cut_by_a_kill(tmp_path):
     assert scores.tolist() == [7.0, 1.0, 2.0]
     again, _ = score_items(lambda x: 1 / 0, keys, images.__getitem__, cache)  # all cached now: never called
     assert again.tolist() == [7.0, 1.0, 2.0]
+
+
+def test_score_cache_identity_follows_the_packaged_weight_file():
+    """Re-shipping a head under the same name must not reuse scores cached with the old file."""
+    from crossiqa_pyiqa.benchmark.metrics import MetricSpec, packaged_weight_file
+    from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, file_sha256
+
+    shipped = PACKAGE_WEIGHTS_DIR / 'crossiqa_livec.safetensors'
+    spec = MetricSpec('crossiqa', {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'linear'})
+    assert spec.identity()['weights_sha256'] == file_sha256(shipped)
+    assert packaged_weight_file({'type': 'CrossIQA'}) == str(shipped)  # the architecture's default file
+    assert packaged_weight_file({'type': 'GRepQ'}) == str(PACKAGE_WEIGHTS_DIR / 'grepq_ll.safetensors')
+    assert 'weights_sha256' not in MetricSpec('r', {'type': 'CrossIQA', 'pretrained': False}).identity()
+    assert 'weights_sha256' not in MetricSpec('niqe', {'type': 'NIQE'}).identity()

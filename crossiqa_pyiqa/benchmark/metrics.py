@@ -39,10 +39,24 @@ class MetricSpec:
         from crossiqa_pyiqa.weights import file_sha256
 
         ident: dict[str, Any] = {'name': self.name, 'metric_opts': self.metric_opts, 'seed': self.seed}
-        path = self.metric_opts.get('pretrained_model_path')
+        path = self.metric_opts.get('pretrained_model_path') or packaged_weight_file(self.metric_opts)
         if path and os.path.isfile(path):  # a re-fitted file under the same name must not reuse old scores
             ident['weights_sha256'] = file_sha256(path)
         return ident
+
+
+#: Plugin architectures that read a packaged weight file by name (``weights:``) and its default.
+PACKAGED_WEIGHTS = {'CrossIQA': 'crossiqa_livec', 'GRepQ': 'grepq_ll'}
+
+
+def packaged_weight_file(metric_opts: dict[str, Any]) -> str | None:
+    """The packaged file a plugin metric loads when no path is given (it changes when a head is re-shipped)."""
+    from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR
+
+    default = PACKAGED_WEIGHTS.get(metric_opts.get('type'))
+    if default is None or metric_opts.get('pretrained') is False:
+        return None
+    return str(PACKAGE_WEIGHTS_DIR / f"{metric_opts.get('weights', default)}.safetensors")
 
 
 def load_metric_opt_file(path: str) -> dict[str, dict[str, Any]]:
