@@ -121,14 +121,18 @@ def _ranked_solution(xs: np.ndarray, yc: np.ndarray, alpha: float, u: np.ndarray
         gram = x.T @ x + alpha * torch.eye(x.shape[1], dtype=x.dtype)
         rhs = x.T @ torch.from_numpy(np.ascontiguousarray(yc))
         w = torch.linalg.solve(gram, rhs)
-        active = None
+        active = torch.zeros(len(m), dtype=torch.bool)
+        outer = torch.zeros_like(gram)  # Σ u uᵀ over the active pairs, updated by the pairs that change
+        target = torch.zeros_like(rhs)  # Σ m u over the active pairs
         for it in range(1, max_iter + 1):
             now = (U @ w) < m
-            if active is not None and torch.equal(now, active):
+            if it > 1 and torch.equal(now, active):
                 return w.numpy(), it
+            add, drop = now & ~active, active & ~now
+            outer += U[add].T @ U[add] - U[drop].T @ U[drop]
+            target += U[add].T @ m[add] - U[drop].T @ m[drop]
             active = now
-            ua = U[active]
-            w = torch.linalg.solve(gram + lam * ua.T @ ua, rhs + lam * ua.T @ m[active])
+            w = torch.linalg.solve(gram + lam * outer, rhs + lam * target)
     raise RuntimeError(f'ranking-constrained ridge did not converge in {max_iter} active-set steps')
 
 
