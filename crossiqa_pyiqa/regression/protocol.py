@@ -100,9 +100,11 @@ def data_efficient(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split
     ``None`` in ``sizes`` means all training images of the split. Sizes larger than a
     training split are skipped (they would silently equal 'all').
     """
+    from crossiqa_pyiqa.regression.features import progress
+
     out = {}
     n_train = min(len(tr) for tr, _ in splits)
-    for size in sizes:
+    for size in progress(iterable=sizes, desc='data-efficient sizes', unit='N'):
         if size is not None and size >= n_train:
             continue
         out['all' if size is None else str(size)] = linear_probe(features, mos, splits, alphas, cv_folds, seed,
