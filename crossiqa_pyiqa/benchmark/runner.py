@@ -104,8 +104,7 @@ def ranking_rows(spec: MetricSpec, net, cfg: BenchmarkConfig) -> RankingRows | N
     opts = ranking_options(spec.ranking)
     if opts is None:
         return None
-    pairs = ranking_pairs(net, opts, cfg.cache_dir)
-    return RankingRows(pairs.diffs, pairs.margins(opts.margin_per_level), opts.weight)
+    return ranking_pairs(net, opts, cfg.cache_dir).as_rows(opts)
 
 
 def evaluate_metric(spec: MetricSpec, model, ds: LoadedDataset, cfg: BenchmarkConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from crossiqa_pyiqa.regression.head import (load_encoder, set_linear_head, set_p
 from crossiqa_pyiqa.regression.options import regression_options
 from crossiqa_pyiqa.regression.protocol import linear_probe
 from crossiqa_pyiqa.regression.ranking_pairs import ranking_pairs
-from crossiqa_pyiqa.regression.ridge import RankingRows, fit_ridge, select_alpha
+from crossiqa_pyiqa.regression.ridge import fit_ridge, select_alpha
 from crossiqa_pyiqa.regression.splits import random_splits, write_pyiqa_split_file
 from crossiqa_pyiqa.regression.zeroshot import pristine_statistics
 
@@ -90,7 +90,7 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     if reg['ranking'] is not None:
         t_pairs = time.time()
         pairs = ranking_pairs(net, reg['ranking'], cache_dir)
-        rows = RankingRows(pairs.diffs, pairs.margins(reg['ranking'].margin_per_level), reg['ranking'].weight)
+        rows = pairs.as_rows(reg['ranking'])
         t_pairs = time.time() - t_pairs
 
     t2 = time.time()

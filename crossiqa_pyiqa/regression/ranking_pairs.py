@@ -96,6 +96,12 @@ class RankingPairs:
     def margins(self, per_level: float) -> np.ndarray:
         return per_level * self.levels.astype(np.float64)
 
+    def as_rows(self, opts: RankingOptions):
+        """The pairs as fit rows (``ridge.RankingRows``) with the options' margin and weight."""
+        from crossiqa_pyiqa.regression.ridge import RankingRows
+
+        return RankingRows(self.diffs, self.margins(opts.margin_per_level), opts.weight)
+
 
 def _pristine_images(dirs: Sequence[str]) -> list[str]:
     from crossiqa_pyiqa.regression.features import folder_images
