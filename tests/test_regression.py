@@ -300,6 +300,12 @@ def test_ranking_pairs_features_cache_and_options(tmp_path):
     assert list((tmp_path / 'cache' / 'features').glob('ranking-pairs-*.npz')) == cached
 
     assert ranking_options(None) is None and ranking_options({}) is None
+    import yaml
+    opt_file = tmp_path / 'regress.yml'  # a benchmark row can point at a fit's options file
+    opt_file.write_text(yaml.safe_dump({'regression': {'ranking': opts.as_dict()}}))
+    assert ranking_options(str(opt_file)) == opts
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        ranking_options(str(tmp_path / 'missing.yml'))
     with pytest.raises(ValueError, match='Unknown regression.ranking'):
         ranking_options({'pristine_dirs': str(folder), 'margin': 1})
     with pytest.raises(FileNotFoundError, match='not a folder'):

@@ -9,7 +9,8 @@ with two optional keys of ours per metric:
 - ``probe``: treat the metric as a feature extractor (``net.forward_features``) whose
   linear head is refitted per split. Default: true for CrossIQA with the linear head.
 - ``ranking``: for probes, synthetic ranking pairs added to every head fit (the
-  ``regression.ranking`` options of ``scripts/fit_regressor.py``).
+  ``regression.ranking`` options of ``scripts/fit_regressor.py``, or the path of an
+  options file whose ``regression.ranking`` is read).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class MetricSpec:
     lower_better: bool = False
     seed: int | None = None
     probe: bool | None = None  # None: decided from the built network
-    ranking: dict[str, Any] | None = None  # probes only: regression.ranking options
+    ranking: dict[str, Any] | str | None = None  # probes only: regression.ranking options (or their file)
 
     def identity(self) -> dict[str, Any]:
         """What the cached scores depend on: options, seed and the content of any weight file named."""

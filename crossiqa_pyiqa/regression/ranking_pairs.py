@@ -49,8 +49,18 @@ class RankingOptions:
         return {k: getattr(self, k) for k in RANKING_DEFAULTS}
 
 
-def ranking_options(spec: dict[str, Any] | None) -> RankingOptions | None:
-    """Checked ``regression.ranking`` options; ``None``/empty means a plain MOS fit."""
+def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingOptions | None:
+    """Checked ``regression.ranking`` options; ``None``/empty means a plain MOS fit.
+
+    A path instead of a dict reads ``regression.ranking`` of that options file, so a
+    benchmark row can follow the shipped head's recipe without a copy that drifts.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        from crossiqa_pyiqa.regression.options import load_yaml
+
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f'ranking: options file {spec} does not exist')
+        spec = (load_yaml(spec).get('regression') or {}).get('ranking')
     if not spec:
         return None
     unknown = set(spec) - set(RANKING_DEFAULTS)
