@@ -29,7 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--metric', default='grepq-ll-zs', help='pyiqa metric name (grepq-ll-zs, grepq-zs, ...)')
     p.add_argument('--weights', help='weight file (pretrained_model_path); default: the metric\'s own')
-    p.add_argument('--clip-model-path', help='CLIP RN50 checkpoint for grepq-zs')
+    p.add_argument('--clip-model-path',
+                   help='CLIP RN50 checkpoint for grepq-zs (default ~/.cache/clip/RN50.pt; downloaded if missing)')
+    p.add_argument('--clip-url', help="where a missing CLIP file is downloaded from (default OpenAI's RN50 "
+                   'URL; this script sets HF_HUB_OFFLINE=1 unless the environment says otherwise: run with '
+                   'HF_HUB_OFFLINE=0 to download)')
     p.add_argument('--dataroot', default=LIVEC['dataroot_target'])
     p.add_argument('--meta-info', default=LIVEC['meta_info_file'])
     p.add_argument('--dataset-type', default=LIVEC['type'])
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         opts['pretrained_model_path'] = args.weights
     if args.clip_model_path:
         opts['clip_model_path'] = args.clip_model_path
+    if args.clip_url:
+        opts['clip_url'] = args.clip_url
     metric = pyiqa.create_metric(args.metric, device='cpu', **opts)
     data_opt = {**LIVEC, 'dataroot_target': args.dataroot, 'meta_info_file': args.meta_info,
                 'type': args.dataset_type}

@@ -242,9 +242,11 @@ def test_high_level_path_end_to_end_random_rn50(random_clip, ll_file):
 
 def test_missing_clip_weights_is_a_clear_error(tmp_path, monkeypatch, ll_file):
     monkeypatch.setenv('HOME', str(tmp_path))  # empty ~/.cache/clip
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')  # offline: no download (tests/test_download.py covers online)
     with pytest.raises(FileNotFoundError, match=r'\.cache/clip/RN50\.pt.*clip_model_path') as info:
         GRepQ(pretrained_model_path=ll_file, use_clip=True)
-    assert 'never downloads' in str(info.value) and 'grepq-ll-zs works without it' in str(info.value)
+    assert 'downloads are off (HF_HUB_OFFLINE=1)' in str(info.value) and 'grepq-ll-zs needs no CLIP' in str(info.value)
+    assert 'openaipublic.azureedge.net/clip/models/' in str(info.value)
     with pytest.raises(FileNotFoundError, match='nowhere/RN50.pt'):
         pyiqa.create_metric('grepq-zs', device='cpu', pretrained_model_path=ll_file,
                             clip_model_path=str(tmp_path / 'nowhere' / 'RN50.pt'))

@@ -20,7 +20,8 @@ What is built here follows DESIGN §3:
 Weights: one file holds the low-level encoder, the pristine statistics and, for the
 high-level metrics, the CLIP tower and the prompt embeddings. The packaged file
 (``weights/grepq_ll.safetensors``) has the low-level part only; the CLIP tower is then
-read from ``clip_model_path`` or ``~/.cache/clip/RN50.pt`` and is never downloaded.
+read from ``clip_model_path`` or ``~/.cache/clip/RN50.pt``, downloaded there from
+``clip_url`` (OpenAI's RN50 by default, SHA-256 verified) the first time, unless offline.
 """
 from __future__ import annotations
 
@@ -135,7 +136,10 @@ class GRepQ(nn.Module):
         head: ``'zeroshot'`` (Q_L, plus Q_H with ``use_clip``; higher is better) or
             ``'linear'`` (ridge head fitted by ``scripts/fit_regressor.py``, MOS scale).
         clip_model_path: OpenAI CLIP RN50 checkpoint, used when ``use_clip`` is on and the
-            weight file holds no CLIP tower (default ``~/.cache/clip/RN50.pt``; never downloaded).
+            weight file holds no CLIP tower (default ``~/.cache/clip/RN50.pt``); downloaded
+            there when missing, unless ``HF_HUB_OFFLINE=1`` or ``CROSSIQA_OFFLINE=1``.
+        clip_url: where a missing CLIP file is downloaded from (default OpenAI's RN50 URL);
+            a mirror keeps openai-clip's layout ``.../<sha256>/RN50.pt``, the hash that is checked.
         **config: options of ``DEFAULT_CONFIG``; a weight file's config is the base, and only
             ``INFERENCE_KEYS`` may differ from it.
     """
@@ -145,7 +149,7 @@ class GRepQ(nn.Module):
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
                  weights: str = 'grepq_ll', head: str = 'zeroshot', clip_model_path: str | None = None,
-                 **config: Any) -> None:
+                 clip_url: str | None = None, **config: Any) -> None:
         super().__init__()
         if head not in ('zeroshot', 'linear'):
             raise ValueError(f"head must be 'zeroshot' or 'linear', got {head!r}")
@@ -181,8 +185,9 @@ class GRepQ(nn.Module):
         self.register_buffer('pristine_cov', torch.eye(c['embed_dim']))
 
         file_has_clip = bool(file_config.get('use_clip', False))
-        if c['use_clip'] and not (state_dict is not None and file_has_clip) and (pretrained or clip_model_path):
-            self._load_clip(clip_model_path)
+        if (c['use_clip'] and not (state_dict is not None and file_has_clip)
+                and (pretrained or clip_model_path or clip_url)):
+            self._load_clip(clip_model_path, clip_url)
         if state_dict is not None:
             if file_has_clip == c['use_clip']:
                 load_state_strict(self, state_dict, path)
@@ -194,10 +199,10 @@ class GRepQ(nn.Module):
         self.eval()
 
     # ----------------------------------------------------------------- loading
-    def _load_clip(self, clip_model_path: str | None) -> None:
+    def _load_clip(self, clip_model_path: str | None, clip_url: str | None = None) -> None:
         from crossiqa_pyiqa.grepq.clip_tower import load_clip_rn50
 
-        visual, text = load_clip_rn50(clip_model_path, self.config['prompts'])
+        visual, text = load_clip_rn50(clip_model_path, self.config['prompts'], clip_url)
         self.clip_visual.load_state_dict(visual, strict=True)
         with torch.no_grad():
             self.text_features.copy_(text)

@@ -1,13 +1,14 @@
-"""CLIP RN50 image tower for GRepQ's high-level path, loaded from a local file only.
+"""CLIP RN50 image tower for GRepQ's high-level path, downloaded on first use like ``clip.load``.
 
 Why openai-clip (``clip.model``) rather than ``pyiqa.archs.clip_model``: it is the code
 the GRepQ release runs, so state-dict keys and numerics match OpenAI's ``RN50.pt``
 exactly; pyiqa's copy resizes the attention-pool position embedding by 1-D
 interpolation along the flattened token axis (rows of the grid bleed into each other)
 and its ``load`` downloads into the torch-hub folder. We use openai-clip's model
-classes and tokenizer but never its downloader: weights come from ``clip_model_path``
-or the library's standard cache ``~/.cache/clip/RN50.pt``, and a missing file is an
-error that says where to put it.
+classes and tokenizer and openai-clip's cache: weights come from ``clip_model_path`` or
+``~/.cache/clip/RN50.pt``; a missing file is fetched from ``clip_url`` (OpenAI's URL by
+default) through ``crossiqa_pyiqa.download``, which verifies its SHA-256, never leaves
+a partial file and, offline, raises an error that says where to put it.
 
 Any resolution: the attention pool's 7×7 position embedding is bicubically resized
 to the feature grid (the release instead drops it at inference; ``pos_embed='none'``
@@ -22,6 +23,8 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from crossiqa_pyiqa.download import download_verified
 
 with warnings.catch_warnings():  # openai-clip imports pkg_resources (setuptools<81 is pinned)
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
@@ -89,9 +92,21 @@ def build_image_tower(pos_embed: str = 'interpolate') -> ModifiedResNet:
 
 def _missing_message(path: Path) -> str:
     return (f'CLIP RN50 weights not found at {path}. GRepQ\'s high-level path (grepq-zs, grepq-<dataset>) '
-            f'needs OpenAI\'s RN50.pt and never downloads it: copy the file to {default_clip_path()} '
+            f'needs OpenAI\'s RN50.pt: copy the file to {default_clip_path()} '
             '(openai-clip\'s own cache, where clip.load("RN50") puts it) or pass clip_model_path=<file>. '
             f'Source: {RN50_URL}. The low-level metric grepq-ll-zs works without it.')
+
+
+def ensure_clip_file(path: str | os.PathLike | None = None, url: str | None = None) -> Path:
+    """The CLIP checkpoint at ``path`` (default ``~/.cache/clip/RN50.pt``), downloaded from ``url`` if missing.
+
+    ``url`` defaults to OpenAI's RN50 URL; a mirror must keep openai-clip's layout
+    ``.../<sha256>/<name>.pt`` so the download can be verified. An existing file is
+    used as it is.
+    """
+    path = Path(path).expanduser() if path else default_clip_path()
+    return download_verified(url or RN50_URL, path,
+                             hint='or pass clip_model_path=<file>; the low-level metric grepq-ll-zs needs no CLIP')
 
 
 def load_clip_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -126,10 +141,13 @@ def _check_rn50(state: dict[str, torch.Tensor], path: Path) -> None:
 
 @torch.no_grad()
 def load_clip_rn50(path: str | os.PathLike | None = None,
-                   prompts: Sequence[str] = ('a good photo.', 'a bad photo.')
+                   prompts: Sequence[str] = ('a good photo.', 'a bad photo.'), url: str | None = None
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The RN50 image tower's state dict (float32) and the frozen text tower's prompt embeddings (P, 1024)."""
-    path = Path(path) if path else default_clip_path()
+    """The RN50 image tower's state dict (float32) and the frozen text tower's prompt embeddings (P, 1024).
+
+    The checkpoint is downloaded from ``url`` (default OpenAI's) when ``path`` is missing (:func:`ensure_clip_file`).
+    """
+    path = ensure_clip_file(path, url)
     state = load_clip_checkpoint(path)
     _check_rn50(state, path)
     model = clip.model.build_model(dict(state)).float().eval()  # build_model pops metadata keys: pass a copy
@@ -150,5 +168,6 @@ def normalise_for_clip(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-__all__ = ['CLIP_MEAN', 'CLIP_STD', 'RN50', 'ResizableAttentionPool2d', 'build_image_tower', 'clip_quality',
-           'default_clip_path', 'load_clip_checkpoint', 'load_clip_rn50', 'normalise_for_clip']
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'RN50', 'RN50_URL', 'ResizableAttentionPool2d', 'build_image_tower',
+           'clip_quality', 'default_clip_path', 'ensure_clip_file', 'load_clip_checkpoint', 'load_clip_rn50',
+           'normalise_for_clip']
