@@ -130,3 +130,31 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b''):
             h.update(block)
     return h.hexdigest()
+
+
+#: Entries a fitted head or fitted statistics live in (CrossIQA and GRepQ name them alike).
+STATISTICS_KEYS = ('feat_mean', 'feat_std', 'head.weight', 'head.bias', 'pristine_mean', 'pristine_cov',
+                   'pristine_cov_triu', 'text_features')
+#: Dtypes too coarse for statistics: a float16 covariance or head turns scores into noise
+#: (a float16 copy of crossiqa-zs scored 0.0, its best value, for noise and for black).
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_statistics_precision(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Refuse a file whose head or statistics are stored in half precision (weights may be)."""
+    low = sorted(k for k in state_dict if k in STATISTICS_KEYS and state_dict[k].dtype in LOW_PRECISION)
+    if low:
+        raise WeightFileError(
+            f'Weight file {path} stores {low} in {state_dict[low[0]].dtype}; the head and the statistics must be '
+            'float32 (half precision rounds the covariance and the standardisation into wrong scores). '
+            'Use the float32 file, or save_pretrained(..., dtype=torch.float16), which keeps them in float32.')
+
+
+def head_is_fitted(state_dict: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> bool:
+    """Whether a file holds a head fitted on MOS (not the untouched head of a pretext export)."""
+    if 'has_fitted_head' in info:
+        return bool(info['has_fitted_head'])
+    mean, std = state_dict.get('feat_mean'), state_dict.get('feat_std')
+    if mean is None or std is None:
+        return False
+    return bool((mean != 0).any()) or bool((std != 1).any())

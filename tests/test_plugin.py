@@ -171,7 +171,7 @@ def test_bad_weight_files(tmp_path, net, weight_file):
 
 
 def test_too_small_input(net):
-    with pytest.raises(ValueError, match=r'8x12.*16x16'):
+    with pytest.raises(ValueError, match=r'8x12.*64x64 minimum'):
         net(torch.rand(1, 3, 8, 12))
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         net(torch.rand(3, 64, 64))

@@ -58,6 +58,18 @@ def default_weight_path(weights: str) -> str:
     return str(PACKAGE_WEIGHTS_DIR / f'{weights}.safetensors')
 
 
+def _layout_value(key: str, value: Any, base: dict[str, Any]) -> Any:
+    """An inference option in a comparable form (block indices modulo the depth, lists of floats)."""
+    if key == 'feature_blocks':
+        depth = int(base['depth'])
+        return [int(i) % depth for i in value]
+    if key == 'feature_scales':
+        return [float(v) for v in value]
+    if key == 'feature_tokens':
+        return [str(v) for v in value]
+    return value
+
+
 def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     unknown = set(config) - CONFIG_KEYS
     if unknown:
@@ -192,6 +204,8 @@ class CrossIQA(nn.Module):
     ARCH_NAME = 'CrossIQA'
     INFERENCE_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'tile_batch',
                                 'max_tokens'})
+    #: Inference options that change the features a fitted head reads (only ``tile_batch`` does not).
+    LAYOUT_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'max_tokens'})
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
                  weights: str = 'crossiqa_livec', head: str = 'linear', freeze_encoder: bool = False,
@@ -200,19 +214,40 @@ class CrossIQA(nn.Module):
         if head not in ('linear', 'zeroshot'):
             raise ValueError(f"head must be 'linear' or 'zeroshot', got {head!r}")
         self.head_type = head
+        from crossiqa_pyiqa.inputs import attach_to_inference_model
+
+        attach_to_inference_model(self)  # pyiqa.create_metric(...)(path) reads with the plugin's reader
         state_dict, self.info = None, {}
         path = None
+        self._unfitted_head_file = None  # a weight file without a fitted head: scoring with it is an error
         if pretrained:
+            from crossiqa_pyiqa.weights import check_statistics_precision, head_is_fitted
+
             state_dict, file_config, self.info, path = read_named_or_path(
                 pretrained_model_path, default_weight_path(weights), self.ARCH_NAME,
                 f'No trained Cross-IQA weights named {weights!r} are installed (heads fitted by '
                 'scripts/fit_regressor.py can be passed as pretrained_model_path)')
+            check_statistics_precision(state_dict, path)
             clashing = {k for k in config if k not in self.INFERENCE_KEYS and k in file_config
                         and config[k] != file_config[k]}
             if clashing:
                 raise ValueError(f'Weight file {path} was trained with '
                                  + ', '.join(f'{k}={file_config[k]!r}' for k in sorted(clashing))
                                  + f'; the options ask for {", ".join(f"{k}={config[k]!r}" for k in sorted(clashing))}.')
+            fitted = head_is_fitted(state_dict, self.info)
+            if fitted or self.info.get('has_pristine_stats'):
+                # the fitted head and statistics read this exact feature layout (order included)
+                base = {**DEFAULT_CONFIG, **file_config}
+                layout = {k for k in config if k in self.LAYOUT_KEYS
+                          and _layout_value(k, config[k], base) != _layout_value(k, base[k], base)}
+                if layout:
+                    raise ValueError(
+                        f'Weight file {path} holds a head fitted on features with '
+                        + ', '.join(f'{k}={base[k]!r}' for k in sorted(layout)) + '; the options ask for '
+                        + ', '.join(f'{k}={config[k]!r}' for k in sorted(layout)) + ', which changes what the head '
+                        'reads. Drop the option(s), or fit a head for them (scripts/fit_regressor.py).')
+            if head == 'linear' and not fitted and not freeze_encoder:
+                self._unfitted_head_file = path
             config = {**file_config, **config}
         self.config = _normalise_config(config)
         c = self.config
@@ -333,14 +368,20 @@ class CrossIQA(nn.Module):
         return out
 
     # ---------------------------------------------------------------- features
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f'CrossIQA expects a (B, 3, H, W) tensor, got '
-                             f'{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}')
-        h, w = x.shape[-2:]
-        if h < self.patch_size or w < self.patch_size:
-            raise ValueError(f'Image of size {h}x{w} is smaller than one {self.patch_size}x{self.patch_size} patch; '
-                             f'CrossIQA needs at least {self.patch_size}x{self.patch_size} pixels.')
+    @property
+    def min_input_size(self) -> int:
+        """Smallest image side scored: every feature scale still sees 2x2 patches (64 px for the shipped
+        models: patch 16, scales 1 and 0.5). Smaller images scored far outside the MOS range (-89 at 16 px)."""
+        return max(self.patch_size, math.ceil(2 * self.patch_size / min(self.config['feature_scales'])))
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The checked float32 batch (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
+        from crossiqa_pyiqa.inputs import check_image_batch
+
+        return check_image_batch(x, 'CrossIQA', self.min_input_size)
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prepare_input(x)
 
     @staticmethod
     def _tile_starts(length: int, tile: int) -> list[int]:
@@ -398,7 +439,7 @@ class CrossIQA(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The exact features the head consumes: (B, feature_dim), averaged over tiles, per scale."""
-        self._check_input(x)
+        x = self._check_input(x)
         per_scale = []
         for scale in self.config['feature_scales']:
             xs = x
@@ -420,6 +461,11 @@ class CrossIQA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quality score per image, shape (B, 1)."""
+        if self.head_type == 'linear' and getattr(self, '_unfitted_head_file', None):
+            raise RuntimeError(f'Weight file {self._unfitted_head_file} holds no fitted head (a pretext export): its '
+                               'scores would be noise. Fit one with `python scripts/fit_regressor.py -opt '
+                               f'options/regress/crossiqa_livec.yml --encoder {self._unfitted_head_file}`, or use '
+                               'forward_features() for features.')
         features = self.forward_features(x)
         if self.head_type == 'zeroshot':
             return self.zeroshot_distance(features)[:, None]
