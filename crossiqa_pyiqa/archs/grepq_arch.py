@@ -154,13 +154,23 @@ class GRepQ(nn.Module):
         if head not in ('zeroshot', 'linear'):
             raise ValueError(f"head must be 'zeroshot' or 'linear', got {head!r}")
         self.head_type = head
+        from crossiqa_pyiqa.inputs import attach_to_inference_model
+
+        attach_to_inference_model(self)  # pyiqa.create_metric(...)(path) reads with the plugin's reader
         state_dict, file_config, self.info, path = None, {}, {}, None
         if pretrained:
+            from crossiqa_pyiqa.weights import check_statistics_precision, head_is_fitted
+
             state_dict, file_config, self.info, path = read_named_or_path(
                 pretrained_model_path, default_weight_path(weights), self.ARCH_NAME,
                 f'No GRepQ weights named {weights!r} are installed (train them with scripts/pretrain_crossiqa.py '
                 '-opt options/pretrain/grepq_ll_cpu.yml and scripts/grepq_pristine_stats.py)')
-            clashing = sorted(k for k in config if k not in INFERENCE_KEYS and k in file_config
+            check_statistics_precision(state_dict, path)
+            # a fitted head reads the CLIP features as the file computed them
+            head_bound = ({'clip_pos_embed'} if head_is_fitted(state_dict, self.info)
+                          and bool(config.get('use_clip', file_config.get('use_clip'))) == bool(file_config.get('use_clip'))
+                          else set())
+            clashing = sorted(k for k in config if (k not in INFERENCE_KEYS or k in head_bound) and k in file_config
                               and _normalise_config({k: config[k]})[k] != _normalise_config({k: file_config[k]})[k])
             if clashing:
                 raise ValueError(f'Weight file {path} was written with '
@@ -233,13 +243,26 @@ class GRepQ(nn.Module):
         return str(save_weights(path, state, self.ARCH_NAME, self.config, info))
 
     # ---------------------------------------------------------------- features
+    #: Smallest image side for features and the linear head (ResNet-18's 32x downsampling).
+    MIN_FEATURE_SIZE = 32
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest image side scored: one zero-shot patch (96 px) for the zero-shot head, else 32 px."""
+        return self.config['patch_size'] if self.head_type == 'zeroshot' else self.MIN_FEATURE_SIZE
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The checked float32 (B, 3, H, W) batch (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
+        from crossiqa_pyiqa.inputs import check_image_batch
+
+        x = check_image_batch(x, 'GRepQ' + (' (zero-shot)' if self.head_type == 'zeroshot' else ''),
+                              self.min_input_size, channels=(1, 3))
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f'GRepQ expects a (B, 3, H, W) tensor in [0, 1], got '
-                             f'{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}')
-        if min(x.shape[-2:]) < 32:
-            raise ValueError(f'Image of size {x.shape[-2]}x{x.shape[-1]} is too small; GRepQ needs at least 32x32 '
-                             f'pixels ({self.config["patch_size"]}x{self.config["patch_size"]} for zero-shot scores).')
+        from crossiqa_pyiqa.inputs import check_image_batch
+
+        x = check_image_batch(x, 'GRepQ', self.MIN_FEATURE_SIZE, channels=(1, 3))
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
     def low_level_features(self, x: torch.Tensor) -> torch.Tensor:
