@@ -52,7 +52,9 @@ def load_network(args) -> torch.nn.Module:
     from crossiqa_pyiqa.train.options import load_options
 
     if args.encoder and args.encoder.endswith('.pth'):  # a trainer checkpoint: rebuild from its options
-        ckpt = torch.load(args.encoder, map_location='cpu', weights_only=False)
+        from crossiqa_pyiqa.train.trainer import read_checkpoint
+
+        ckpt = read_checkpoint(args.encoder)  # weights_only=True: a crafted checkpoint cannot run code
         net_opt = {k: v for k, v in ckpt['options']['network'].items() if k != 'type'}
         net_opt.setdefault('img_size', ckpt['options']['datasets']['train']['crop_size'])
         net = CrossIQA(pretrained=False, **net_opt)
@@ -103,7 +105,7 @@ def kodak_l_test(net, cols_by_set, heads, kodak: str, size: int, n_images: int, 
 
     paths = folder_images(kodak)[:n_images]
     if cache.is_file():
-        feats = np.load(cache)['features']
+        feats = np.load(cache, allow_pickle=False)['features']
     else:
         feats = []
         from tqdm import tqdm
@@ -206,7 +208,7 @@ def main() -> int:
                           Path(args.cache) / f'ltest-{key}-{args.l_images}x{args.l_size}.npz')
         result['l_test'] = lt
         cache_file = Path(args.cache) / f'ltest-{key}-{args.l_images}x{args.l_size}.npz'
-        lt_feats = np.load(cache_file)['features']
+        lt_feats = np.load(cache_file, allow_pickle=False)['features']
         result['level_probe'] = {name: level_probe(lt_feats, cols) for name, cols in cols_by_set.items()}
         from level_probe import per_type_probe  # per-type probe: within image (L-test) and pooled
         result['type_probe'] = {name: dict(zip(('within', 'pooled'), per_type_probe(lt_feats, cols)))

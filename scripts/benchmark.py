@@ -24,19 +24,14 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
 def _datasets(names: list[str], data_opt: str | None) -> dict[str, dict]:
-    import yaml
-    from pyiqa.utils.options import ordered_yaml
-
-    from crossiqa_pyiqa.regression.options import load_yaml
-    from crossiqa_pyiqa.train.options import to_plain
+    from crossiqa_pyiqa.options import load_options
 
     import pyiqa
 
-    custom = load_yaml(data_opt) if data_opt else {}
+    custom = load_options(data_opt, kind='benchmark_datasets') if data_opt else {}
 
     default_file = os.path.join(os.path.dirname(pyiqa.__file__), 'default_dataset_configs.yml')
-    with open(default_file) as f:
-        defaults = to_plain(yaml.load(f, Loader=ordered_yaml()[0]))
+    defaults = load_options(default_file)  # safe loader: no options file can run code
     out = {}
     for name in list(dict.fromkeys(names + list(custom))):
         opt = custom.get(name) or defaults.get(name)

@@ -67,7 +67,7 @@ def main() -> int:
     print('| features cache | ' + ' | '.join(f'{s}: within image | {s}: pooled' for s in args.sets) + ' |')
     print('|---|' + '---|---|' * len(args.sets))
     for path in args.caches:
-        feats = np.load(path)['features']
+        feats = np.load(path, allow_pickle=False)['features']
         vals = [v for s in args.sets for v in per_type_probe(feats, feature_index(net, FEATURE_SETS[s]))]
         print(f'| {os.path.basename(path)} | ' + ' | '.join(f'{v:.3f}' for v in vals) + ' |', flush=True)
     return 0

@@ -191,10 +191,17 @@ def test_cli_scores_folder_and_reports_bad_files(tmp_path, weight_file):
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 1, out.stderr  # one file failed
     assert 'FAILED' in out.stderr and 'broken.jpg' in out.stderr
-    rows = (tmp_path / 'out.csv').read_text().strip().splitlines()
-    assert rows[0] == 'image,crossiqa-test' and len(rows) == 3
-    scores = [float(r.split(',')[1]) for r in rows[1:]]
-    assert scores == sorted(scores, reverse=True)
+    import csv
+    with open(tmp_path / 'out.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ['image', 'crossiqa-test', 'errors'] and len(rows) == 3  # in scoring order, names relative
+    by_name = {r['image']: r for r in rows}
+    assert by_name['broken.jpg']['crossiqa-test'] == '' and 'ImageReadError' in by_name['broken.jpg']['errors']
+    assert all(float(by_name[n]['crossiqa-test']) and not by_name[n]['errors'] for n in ('cat.png', 'astronaut.jpg'))
+    table = out.stdout.splitlines()
+    ranked = [line.split()[1] for line in table[2:4]]  # the table is sorted best first
+    scores = {n: float(by_name[n]['crossiqa-test']) for n in ('cat.png', 'astronaut.jpg')}
+    assert ranked == sorted(scores, key=scores.get, reverse=True)
 
 
 def test_shipped_model_prefers_sharp_photos():

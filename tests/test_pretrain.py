@@ -57,7 +57,9 @@ def test_debug_config_loss_falls(image_dir, tmp_path):
     import crossiqa_pyiqa  # noqa: F401
     metric = pyiqa.create_metric('crossiqa', device='cpu', pretrained_model_path=s['export'])
     assert metric.net.info['steps'] == 30 and metric.net.info['stage'] == 'pretext'
-    assert torch.isfinite(metric(torch.rand(1, 3, 100, 90))).all()
+    assert torch.isfinite(metric.net.forward_features(torch.rand(1, 3, 100, 90))).all()
+    with pytest.raises(RuntimeError, match='no fitted head.*fit_regressor'):  # its head was never fitted
+        metric(torch.rand(1, 3, 100, 90))
 
 
 def test_resume_matches_uninterrupted_run(image_dir, tmp_path):

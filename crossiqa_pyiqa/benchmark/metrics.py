@@ -61,9 +61,9 @@ def packaged_weight_file(metric_opts: dict[str, Any]) -> str | None:
 
 
 def load_metric_opt_file(path: str) -> dict[str, dict[str, Any]]:
-    from crossiqa_pyiqa.regression.options import load_yaml
+    from crossiqa_pyiqa.options import load_options
 
-    custom = load_yaml(path)
+    custom = load_options(path, kind='benchmark_metrics')  # unknown keys fail, naming the key
     for name, cfg in custom.items():
         if not isinstance(cfg, dict) or 'metric_opts' not in cfg or 'type' not in (cfg['metric_opts'] or {}):
             raise ValueError(f'{path}: metric {name!r} needs `metric_opts:` with a `type:` (pyiqa format).')

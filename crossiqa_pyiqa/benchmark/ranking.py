@@ -71,9 +71,9 @@ class DegradedReader:
 
     def pristine(self, i: int) -> torch.Tensor:
         if i not in self._cache:
-            from pyiqa.utils import imread2tensor
+            from crossiqa_pyiqa.inputs import read_image
 
-            self._cache = {i: centre_crop(imread2tensor(self.paths[i], rgb=True), self.crop)[None]}
+            self._cache = {i: centre_crop(read_image(self.paths[i]), self.crop)[None]}
         return self._cache[i]
 
     def __call__(self, item: RankingItem) -> torch.Tensor:

@@ -69,6 +69,9 @@ class LoadedDataset:
 
 
 def load_dataset(name: str, opt: dict[str, Any], cfg: BenchmarkConfig) -> LoadedDataset:
+    from crossiqa_pyiqa.options import validate_options
+
+    validate_options({name: opt}, 'benchmark_datasets')  # a misspelt key fails here, naming it
     opt = {**opt, 'name': opt.get('name', name)}
     opt.setdefault('phase', 'test')
     dataset = build_iqa_dataset(opt)

@@ -72,12 +72,11 @@ def select_pristine_patches(image: torch.Tensor, size: int = 96, sharpness_ratio
 def build_patch_bank(paths: Sequence[str], size: int = 96, sharpness_ratio: float = 0.75,
                      colour_ratio: float = 0.8) -> tuple[torch.Tensor, list[int]]:
     """Selected patches of every image (uint8, (N, 3, size, size)) and how many came from each image."""
-    from PIL import Image
+    from crossiqa_pyiqa.inputs import read_image_uint8
 
     banks, counts = [], []
     for path in paths:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert('RGB'))
+        arr = read_image_uint8(path)  # as a viewer shows it (EXIF orientation, 16-bit, alpha)
         if min(arr.shape[:2]) < size:
             counts.append(0)
             continue

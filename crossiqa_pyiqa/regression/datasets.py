@@ -192,3 +192,83 @@ def dataset_records(dataset, opt: Mapping[str, Any]) -> DatasetRecords:
         h.update(f'{p}\t{m!r}\t{size}\n'.encode())
     return DatasetRecords(name=str(opt.get('name', 'dataset')), paths=paths, mos=mos, groups=groups, types=types,
                           identity=h.hexdigest()[:16])
+
+
+def _subset(records: DatasetRecords, keep: np.ndarray) -> DatasetRecords:
+    pick = lambda xs: None if xs is None else [xs[i] for i in keep]  # noqa: E731
+    return DatasetRecords(name=records.name, paths=pick(records.paths), mos=records.mos[keep],
+                          groups=pick(records.groups), types=pick(records.types), identity=records.identity)
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fit_records(records: DatasetRecords, train_ratio: float = 0.8, cv_folds: int = 5,
+                min_test: int = 5, log=print) -> tuple[DatasetRecords, np.ndarray]:
+    """Rows fit to train a head on: ``(records, kept indices)``; raises :class:`DatasetError` otherwise.
+
+    - The same image (same file, or the same bytes under another name) listed twice would
+      sit in a training and a test split at once: duplicates that agree on the MOS are
+      dropped (first kept, the count printed); duplicates with different MOS are an error.
+    - A constant MOS cannot rank anything (SRCC is undefined); an error.
+    - Too few images for the protocol (``min_test`` test images per split, two per CV fold
+      in training): an error naming the numbers.
+    """
+    by_content: dict[str, list[int]] = {}
+    for i, p in enumerate(records.paths):
+        key = _file_digest(p) if os.path.isfile(p) else os.path.realpath(p)
+        by_content.setdefault(key, []).append(i)
+    conflicts, dropped, merged = [], [], []
+    mos_merged = records.mos.copy()
+    for rows in by_content.values():
+        if len(rows) < 2:
+            continue
+        values = records.mos[rows]
+        same_file = len({os.path.realpath(records.paths[i]) for i in rows}) < len(rows)
+        if np.allclose(values, values[0], rtol=1e-9, atol=1e-9):
+            dropped.extend(rows[1:])
+        elif not same_file:
+            # two files of the release with identical bytes, rated separately (CLIVE's 246.bmp and
+            # 333.bmp): one image with two ratings, kept once with their mean
+            mos_merged[rows[0]] = float(values.mean())
+            dropped.extend(rows[1:])
+            merged.append(f'{", ".join(os.path.basename(records.paths[i]) for i in rows)} '
+                          f'(MOS {", ".join(f"{v:g}" for v in values)} -> {values.mean():g})')
+        else:
+            conflicts.append(f'{", ".join(records.paths[i] for i in rows[:4])}'
+                             f'{" ..." if len(rows) > 4 else ""} (MOS {", ".join(f"{records.mos[i]:g}" for i in rows[:4])})')
+    if conflicts:
+        raise DatasetError(f'Dataset {records.name!r}: {len(conflicts)} image(s) listed more than once with different '
+                           'MOS (the same file, or identical bytes under other names); fix the meta-info file:\n  '
+                           + '\n  '.join(conflicts[:10]) + (f'\n  ... and {len(conflicts) - 10} more'
+                                                             if len(conflicts) > 10 else ''))
+    keep = np.asarray(sorted(set(range(len(records))) - set(dropped)), dtype=np.int64)
+    if merged:
+        log(f'{records.name}: {len(merged)} image(s) stored twice under different names with different MOS, kept '
+            'once with the mean MOS: ' + '; '.join(merged[:5]))
+        records = DatasetRecords(name=records.name, paths=records.paths, mos=mos_merged, groups=records.groups,
+                                 types=records.types, identity=records.identity)
+    if dropped:
+        log(f'{records.name}: dropped {len(dropped)} duplicate row(s) (an image listed more than once; a duplicate '
+            f'would sit in a training and a test split at once); {len(keep)} images remain.')
+        records = _subset(records, keep)
+    mos = records.mos
+    if len(mos) and float(np.ptp(mos)) <= 1e-12 * max(1.0, float(np.abs(mos).max())):
+        raise DatasetError(f'Dataset {records.name!r}: every image has the same MOS ({mos[0]:g}); a head fitted on it '
+                           'cannot rank images (SRCC is undefined). Check the MOS column of the meta-info file.')
+    units = len(set(records.groups)) if records.groups is not None else len(records)
+    n_train = int(round(units * train_ratio))
+    n_test = units - n_train
+    what = 'reference images' if records.groups is not None else 'images'
+    if n_test < min_test or n_train < 2 * cv_folds:
+        raise DatasetError(
+            f'Dataset {records.name!r} has {units} {what}: too few for the protocol ({n_train} training and {n_test} '
+            f'test {what} per split; needs at least {min_test} test {what} and {2 * cv_folds} for {cv_folds}-fold '
+            f'alpha selection, i.e. about {max(math.ceil(min_test / (1 - train_ratio)), math.ceil(2 * cv_folds / train_ratio))} '
+            f'{what}).')
+    return records, keep

@@ -142,12 +142,12 @@ def folder_images(folder: str | os.PathLike) -> list[str]:
 def folder_features(net: torch.nn.Module, folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                     ) -> tuple[np.ndarray, list[str]]:
     """Features of every image in a folder (e.g. pristine images for the zero-shot head)."""
-    from pyiqa.utils import imread2tensor
+    from crossiqa_pyiqa.inputs import read_image
 
     paths = folder_images(folder)
     h = hashlib.sha256('\n'.join(f'{p}\t{os.path.getsize(p)}' for p in paths).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = cache_dir / 'features' / f'folder-{Path(folder).name}-{cache_key(net, h)}.npz'
-    feats = extract(net, len(paths), lambda i: imread2tensor(paths[i], rgb=True), paths, cache,
+    feats = extract(net, len(paths), lambda i: read_image(paths[i]), paths, cache,
                     desc=f'features {Path(folder).name}')
     return feats, paths

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossiqa_pyiqa.regression.datasets import build_iqa_dataset, dataset_records
+from crossiqa_pyiqa.regression.datasets import build_iqa_dataset, dataset_records, fit_records
 from crossiqa_pyiqa.regression.features import dataset_features, encoder_fingerprint, folder_features
 from crossiqa_pyiqa.regression.head import (load_encoder, set_linear_head, set_pristine_statistics,
                                             standardise_np)
@@ -32,9 +32,50 @@ from crossiqa_pyiqa.regression.splits import random_splits, write_pyiqa_split_fi
 from crossiqa_pyiqa.regression.zeroshot import pristine_statistics
 
 
-def metric_name_for(dataset_name: str) -> str:
+def metric_name_for(dataset_name: str, arch: str = 'CrossIQA') -> str:
+    prefix = 'grepq-' if arch == 'GRepQ' else 'crossiqa-'
     slug = re.sub(r'[^a-z0-9]+', '-', dataset_name.lower()).strip('-')
-    return slug if slug.startswith('crossiqa-') else f'crossiqa-{slug}'
+    return slug if slug.startswith(prefix) else f'{prefix}{slug}'
+
+
+#: Fitted heads in the user weights dir are registered on import by these name prefixes.
+METRIC_PREFIX = {'CrossIQA': 'crossiqa-', 'GRepQ': 'grepq-'}
+
+
+def _entry_weight_file(cfg: dict[str, Any]) -> str | None:
+    """The weight file a registered plugin metric scores with (None for pyiqa's own metrics)."""
+    opts = cfg.get('metric_opts') or {}
+    if opts.get('pretrained_model_path'):
+        return str(opts['pretrained_model_path'])
+    if opts.get('type') == 'CrossIQA':
+        from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
+        return default_weight_path(opts.get('weights', 'crossiqa_livec'))
+    if opts.get('type') == 'GRepQ':
+        from crossiqa_pyiqa.archs.grepq_arch import default_weight_path as grepq_path
+        return grepq_path(opts.get('weights', 'grepq_ll'))
+    return None
+
+
+def check_metric_name(name: str, arch: str, out: Path, default_out: bool) -> None:
+    """Refuse a name that would shadow another metric, or that the next ``import crossiqa_pyiqa`` would not find."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._+-]*', name or ''):
+        raise ValueError(f'Metric name {name!r} must be letters, digits and ._+- (it names the weight file).')
+    if name in DEFAULT_CONFIGS:
+        cfg = DEFAULT_CONFIGS[name]
+        current = _entry_weight_file(cfg)
+        same = current is not None and os.path.realpath(current) == os.path.realpath(out)
+        refit = current is not None and bool((cfg.get('metric_opts') or {}).get('pretrained_model_path'))
+        if not (same or refit):  # pyiqa's own metrics and the packaged ones keep their names
+            owner = 'pyiqa' if current is None else f'the plugin (weight file {current})'
+            raise ValueError(f'--name {name!r} is already a metric of {owner}; scoring by that name would use it, '
+                             'not this head. Choose another name (e.g. '
+                             f'{METRIC_PREFIX.get(arch, "crossiqa-")}{name.split("-")[-1]}-mine).')
+    prefix = METRIC_PREFIX.get(arch, 'crossiqa-')
+    if default_out and not name.startswith(prefix):
+        raise ValueError(f'--name {name!r}: fitted {arch} heads in the user weights dir are registered as metrics by '
+                         f'names starting with {prefix!r}; use e.g. {prefix}{name}, or write elsewhere with --out.')
 
 
 def _dataset_opt(opt: dict[str, Any]) -> dict[str, Any]:
@@ -75,15 +116,23 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     from crossiqa_pyiqa.weights import user_weights_dir
 
     t0 = time.time()
+    from crossiqa_pyiqa.options import validate_options
+
+    validate_options(opt, 'regress')
     reg = regression_options(opt)
     data_opt = _dataset_opt(opt)
     dataset = build_iqa_dataset(data_opt)
-    records = dataset_records(dataset, {**data_opt, 'name': data_opt.get('name', 'dataset')})
+    all_records = dataset_records(dataset, {**data_opt, 'name': data_opt.get('name', 'dataset')})
+    records, keep = fit_records(all_records, reg['train_ratio'], reg['cv_folds'])
     net, source = build_encoder(opt, encoder_file)
+    arch = getattr(net, 'ARCH_NAME', 'CrossIQA')
+    name = name or opt.get('name') or metric_name_for(records.name, arch)
+    out = Path(out) if out else user_weights_dir() / f'{name}.safetensors'
+    check_metric_name(name, arch, out, default_out=out.parent == user_weights_dir())
     cache_dir = cache_dir or opt.get('cache_dir')
 
     t1 = time.time()
-    features = dataset_features(net, dataset, records, cache_dir)
+    features = dataset_features(net, dataset, all_records, cache_dir)[keep]
     t_features = time.time() - t1
 
     rows, ranking_info, t_pairs = None, None, 0.0
@@ -109,9 +158,9 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     set_linear_head(net, model)
     t_fit = time.time() - t2
 
-    name = name or opt.get('name') or metric_name_for(records.name)
     info: dict[str, Any] = {
         'metric_name': name,
+        'has_fitted_head': True,
         'head': 'ridge' if rows is None else 'ridge+ranking',
         'ranking': ranking_info,
         'dataset': records.name,
@@ -119,6 +168,7 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
         'dataset_meta_info_file': str(data_opt.get('meta_info_file')),
         'dataset_identity': records.identity,
         'n_images': len(records),
+        'n_duplicates_dropped': len(all_records) - len(records),
         'mos_range_fitted': [float(records.mos.min()), float(records.mos.max())],
         'alpha': alpha,
         'alpha_grid': reg['alphas'],
@@ -148,7 +198,6 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
                      'pristine_n_images': len(ppaths), 'pristine_ridge': reg['pristine_ridge']})
         t_pristine = time.time() - t3
 
-    out = Path(out) if out else user_weights_dir() / f'{name}.safetensors'
     net.save_pretrained(str(out), info)
     if register:
         from crossiqa_pyiqa.registration import register_metric

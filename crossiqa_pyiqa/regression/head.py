@@ -35,7 +35,19 @@ def load_encoder(path: str | os.PathLike | None = None, seed: int | None = None,
             from crossiqa_pyiqa.archs.grepq_arch import GRepQ
 
             return GRepQ(pretrained_model_path=str(path), **{'head': 'linear', **options})
-        return CrossIQA(pretrained_model_path=str(path), **options)
+        try:
+            return CrossIQA(pretrained_model_path=str(path), **options)
+        except ValueError as error:
+            if 'changes what the head reads' not in str(error):
+                raise
+        # a file with a fitted head, read out with other feature options: keep its encoder, refit the head
+        base = CrossIQA(pretrained_model_path=str(path))
+        net = CrossIQA(pretrained=False, **{**base.config, **options})
+        net.encoder.load_state_dict(base.encoder.state_dict())
+        net.decoder.load_state_dict(base.decoder.state_dict())
+        net.info = {**base.info, 'has_fitted_head': False, 'has_pristine_stats': False,
+                    'encoder_from_fitted_file': str(path)}
+        return net.eval()
     if seed is None:
         raise ValueError('Give an encoder weight file, or a seed for a randomly initialised encoder.')
     state = torch.random.get_rng_state()

@@ -34,25 +34,79 @@ def list_images(folders: Sequence[str]) -> list[str]:
 class RandomCropDataset(Dataset):
     """Random ``crop_size`` crops (with horizontal flips) of a list of images, as uint8 CHW tensors.
 
-    ``cache_images`` decodes every image once up front; with fork-started workers
-    the cache is shared copy-on-write.
+    Images are read as a viewer shows them (``crossiqa_pyiqa.inputs``: EXIF orientation,
+    16-bit, palette, alpha). One bad file never ends a long run: at start every image is
+    checked (``cache_images``: decoded once, the cache shared copy-on-write by fork-started
+    workers; otherwise its header and size are read), unreadable or too small ones are
+    skipped and listed in ``skipped`` / :meth:`skip_summary`. A file that still fails
+    when read later (changed on disk, truncated after its header) is skipped at read time:
+    the next image is taken instead and the file is reported once per process.
     """
 
     def __init__(self, paths: Sequence[str], crop_size: int, seed: int = 0, cache_images: bool = True) -> None:
         if not paths:
             raise ValueError('RandomCropDataset needs at least one image')
-        self.paths = list(paths)
         self.crop_size = crop_size
         self.seed = seed
-        self.cache = [self._read(p) for p in self.paths] if cache_images else None
+        self.skipped: list[tuple[str, str]] = []
+        self.read_failures: dict[str, str] = {}
+        kept, cache = [], []
+        for p in paths:
+            try:
+                if cache_images:
+                    cache.append(self._read(p))
+                else:
+                    self._check_header(p)
+            except ValueError as error:
+                self.skipped.append((str(p), str(error)))
+                continue
+            kept.append(p)
+        if not kept:
+            raise ValueError(f'None of the {len(paths)} training images can be used:\n' + self.skip_summary())
+        self.paths = kept
+        self.cache = cache if cache_images else None
+
+    def skip_summary(self, limit: int = 20) -> str:
+        total = len(self.paths) + len(self.skipped) if hasattr(self, 'paths') else len(self.skipped)
+        lines = [f'Skipped {len(self.skipped)} of {total} training images:']
+        lines += [f'  {p}: {why}' for p, why in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f'  ... and {len(self.skipped) - limit} more')
+        return '\n'.join(lines)
+
+    def _too_small(self, path: str, w: int, h: int) -> None:
+        if min(w, h) < self.crop_size:
+            raise ValueError(f'Image {path} is {w}x{h}, smaller than the {self.crop_size}px training crop; '
+                             'remove it or lower crop_size.')
+
+    def _check_header(self, path: str) -> None:
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except Exception as error:
+            raise ValueError(f'cannot read image {path}: {type(error).__name__}: {error}') from None
+        self._too_small(path, w, h)
 
     def _read(self, path: str) -> np.ndarray:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert('RGB'))
-        if min(arr.shape[:2]) < self.crop_size:
-            raise ValueError(f'Image {path} is {arr.shape[1]}x{arr.shape[0]}, smaller than the '
-                             f'{self.crop_size}px training crop; remove it or lower crop_size.')
+        from crossiqa_pyiqa.inputs import read_image_uint8
+
+        arr = read_image_uint8(path)  # ImageReadError is a ValueError
+        self._too_small(path, arr.shape[1], arr.shape[0])
         return arr
+
+    def _read_or_next(self, k: int) -> np.ndarray:
+        """Image ``k``, or the next readable one (deterministic) when it fails at read time."""
+        for j in range(len(self.paths)):
+            path = self.paths[(k + j) % len(self.paths)]
+            if path in self.read_failures:
+                continue
+            try:
+                return self._read(path)
+            except ValueError as error:
+                self.read_failures[path] = str(error)
+                print(f'WARNING: skipping training image {path} ({error}); '
+                      f'{len(self.read_failures)} image(s) skipped at read time in this process', flush=True)
+        raise RuntimeError(f'No training image can be read any more ({len(self.read_failures)} failed).')
 
     def __len__(self) -> int:  # the sampler decides how many samples are drawn
         return 2 ** 62
@@ -60,7 +114,7 @@ class RandomCropDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, index])
         k = int(rng.integers(len(self.paths)))
-        img = self.cache[k] if self.cache is not None else self._read(self.paths[k])
+        img = self.cache[k] if self.cache is not None else self._read_or_next(k)
         h, w = img.shape[:2]
         y = int(rng.integers(h - self.crop_size + 1))
         x = int(rng.integers(w - self.crop_size + 1))

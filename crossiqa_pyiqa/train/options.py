@@ -1,49 +1,14 @@
-"""pyiqa-style YAML options for the plugin's trainers, with command-line overrides."""
+"""pyiqa-style YAML options for the plugin's trainers, with command-line overrides.
+
+The reader and the validator live in :mod:`crossiqa_pyiqa.options` (one for every kind of
+options file); this module keeps the trainers' names for them.
+"""
 from __future__ import annotations
 
-import copy
-import os
-from typing import Any, Iterable
+from pyiqa.utils.options import dict2str
 
-import yaml
-from pyiqa.utils.options import dict2str, ordered_yaml
+from crossiqa_pyiqa.options import (OptionsError, apply_overrides, load_options, parse_value, to_plain,
+                                    validate_options)
 
-__all__ = ['load_options', 'apply_overrides', 'dict2str', 'to_plain']
-
-
-def to_plain(obj: Any) -> Any:
-    """OrderedDicts → dicts, tuples → lists (for JSON, checkpoints and YAML dumps)."""
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    return obj
-
-
-def load_options(path: str) -> dict[str, Any]:
-    """Read an options file with pyiqa's YAML loader (keeps key order)."""
-    loader, _ = ordered_yaml()
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Options file {path} does not exist.')
-    with open(path) as f:
-        opt = yaml.load(f, Loader=loader)
-    if not isinstance(opt, dict):
-        raise ValueError(f'Options file {path} does not hold a mapping at top level.')
-    return to_plain(opt)
-
-
-def apply_overrides(opt: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` assignments (value parsed as YAML), like pyiqa's ``--force_yml``."""
-    opt = copy.deepcopy(opt)
-    for item in assignments:
-        if '=' not in item:
-            raise ValueError(f'Override {item!r} is not of the form key.path=value')
-        key, value = item.split('=', 1)
-        node = opt
-        parts = key.split('.')
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f'Override {item!r}: {part!r} is not a mapping in the options')
-        node[parts[-1]] = yaml.safe_load(value)
-    return opt
+__all__ = ['load_options', 'apply_overrides', 'dict2str', 'to_plain', 'validate_options', 'parse_value',
+           'OptionsError']

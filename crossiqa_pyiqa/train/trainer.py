@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from crossiqa_pyiqa.train.data import RandomCropDataset, StepSampler, list_images
-from crossiqa_pyiqa.train.options import to_plain
+from crossiqa_pyiqa.train.options import to_plain, validate_options
 from crossiqa_pyiqa.train.tasks import build_task
 
 
@@ -77,6 +78,53 @@ def find_latest_checkpoint(folder: str) -> str | None:
     return ckpts[-1] if ckpts else None
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read (truncated, not a checkpoint, or an unsafe old format)."""
+
+
+CHECKPOINT_KEYS = ('step', 'model', 'optimizer', 'scheduler', 'rng')
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, numpy and Python RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {'torch': torch.get_rng_state(),
+            'numpy': {'name': str(name), 'keys': torch.from_numpy(np.asarray(keys, dtype=np.int64)), 'pos': int(pos),
+                      'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
+            'python': {'version': int(version), 'internal': [int(v) for v in internal], 'gauss_next': gauss_next}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state['torch'].cpu())
+    n = state['numpy']
+    np.random.set_state((n['name'], n['keys'].cpu().numpy().astype(np.uint32), int(n['pos']), int(n['has_gauss']),
+                         float(n['cached_gaussian'])))
+    p = state['python']
+    random.setstate((int(p['version']), tuple(int(v) for v in p['internal']), p['gauss_next']))
+
+
+def read_checkpoint(path: str, map_location: Any = 'cpu') -> dict[str, Any]:
+    """A checkpoint, read with ``weights_only=True``: tensors and plain types only, so no file can run code."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Checkpoint to resume from not found: {path}')
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle, objects outside the safe set...
+        unsafe = 'Weights only load failed' in str(error)
+        raise CheckpointError(
+            f'Checkpoint {path} cannot be read' + (
+                ': it holds objects other than tensors and plain types, which are not loaded because '
+                'unpickling them could run code (checkpoints of this version store only tensors and plain data)'
+                if unsafe else f' ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""})')
+            + '.') from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
+        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f'Checkpoint {path} is not a trainer checkpoint (needs {list(CHECKPOINT_KEYS)}, '
+                              f'has {have}).')
+    return ckpt
+
+
 class Trainer:
     """Runs a task (``train/tasks.py``) for ``train.total_iter`` steps.
 
@@ -87,6 +135,7 @@ class Trainer:
     """
 
     def __init__(self, opt: dict[str, Any], out_dir: str, resume: str | None = None) -> None:
+        validate_options(opt, 'pretrain')  # unknown keys (a misspelt self_weight...) fail before any work
         self.opt = opt
         self.out_dir = out_dir
         self.rank, self.world, self.device = _setup_distributed(opt)
@@ -107,14 +156,19 @@ class Trainer:
         if kind != 'AdamW':
             raise ValueError(f'Only AdamW is supported (DESIGN §2.1), got {kind!r}')
         optim.setdefault('lr', 3e-4)
-        decay, no_decay = [], []
+        # a pretrained backbone is fine-tuned gently (DESIGN §2.4): its own learning-rate factor
+        backbone_scale = float(optim.pop('backbone_lr_scale', 1.0))
+        groups: dict[tuple[bool, bool], list] = {}
         for name, p in self.task.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim <= 1 or name.endswith(('pos_embed', 'cls_token', 'mask_token')) else decay).append(p)
+            no_decay = p.ndim <= 1 or name.endswith(('pos_embed', 'cls_token', 'mask_token'))
+            groups.setdefault((no_decay, '.backbone.' in name), []).append(p)
         wd = optim.pop('weight_decay', 0.05)
-        self.optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': wd},
-                                            {'params': no_decay, 'weight_decay': 0.0}], **optim)
+        self.optimizer = torch.optim.AdamW(
+            [{'params': params, 'weight_decay': 0.0 if no_decay else wd,
+              'lr': optim['lr'] * (backbone_scale if in_backbone else 1.0)}
+             for (no_decay, in_backbone), params in sorted(groups.items())], **optim)
         sch = tr.get('scheduler', {})
         warmup, min_ratio = int(sch.get('warmup_iter', 0)), float(sch.get('min_lr_ratio', 0.0))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -143,8 +197,8 @@ class Trainer:
             self.writer = SummaryWriter(os.path.join(out_dir, 'tb_logger'))
 
         if resume == 'auto':
-            resume = find_latest_checkpoint(self.ckpt_dir)
-        if resume:
+            self.resume_auto()
+        elif resume:
             self.load_checkpoint(resume)
         self._stop_signal: int | None = None
 
@@ -152,7 +206,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {'step': self.step, 'model': self.task.state_dict(), 'optimizer': self.optimizer.state_dict(),
                 'scheduler': self.scheduler.state_dict(), 'options': to_plain(self.opt),
-                'rng': {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}}
+                'rng': rng_state()}
 
     def save_checkpoint(self) -> str | None:
         if not self.is_main:
@@ -163,19 +217,31 @@ class Trainer:
             os.remove(old)
         return path
 
-    def load_checkpoint(self, path: str) -> None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'Checkpoint to resume from not found: {path}')
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+    def load_checkpoint(self, path: str, ckpt: dict[str, Any] | None = None) -> None:
+        ckpt = ckpt if ckpt is not None else read_checkpoint(path, self.device)
         self.task.load_state_dict(ckpt['model'])
         self.optimizer.load_state_dict(ckpt['optimizer'])
         self.scheduler.load_state_dict(ckpt['scheduler'])
         self.step = int(ckpt['step'])
-        torch.set_rng_state(ckpt['rng']['torch'])
-        np.random.set_state(ckpt['rng']['numpy'])
-        random.setstate(ckpt['rng']['python'])
+        set_rng_state(ckpt['rng'])
         if self.is_main:
             print(f'Resumed from {path} at step {self.step}', flush=True)
+
+    def resume_auto(self) -> str | None:
+        """Resume from the newest readable checkpoint; unreadable newer ones are named and skipped."""
+        import warnings
+
+        for path in sorted(glob.glob(os.path.join(self.ckpt_dir, 'ckpt_*.pth')), reverse=True):
+            try:
+                ckpt = read_checkpoint(path, self.device)
+            except CheckpointError as error:
+                warnings.warn(f'{error} Falling back to the previous checkpoint.', RuntimeWarning, stacklevel=2)
+                if self.is_main:
+                    print(f'WARNING: {error} Falling back to the previous checkpoint.', file=sys.stderr, flush=True)
+                continue
+            self.load_checkpoint(path, ckpt)
+            return path
+        return None
 
     # -------------------------------------------------------------------- loop
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
@@ -189,7 +255,10 @@ class Trainer:
         paths = list_images(d['dataroots'] if isinstance(d['dataroots'], list) else [d['dataroots']])
         dataset = RandomCropDataset(paths, int(d['crop_size']), seed=self.seed,
                                     cache_images=bool(d.get('cache_images', True)))
-        self.num_images = len(paths)
+        self.num_images = len(dataset.paths)
+        self.skipped_images = list(dataset.skipped)
+        if self.is_main and dataset.skipped:
+            print(dataset.skip_summary(), file=sys.stderr, flush=True)
         batch = int(d['batch_size_per_gpu'])
         sampler = StepSampler(batch, self.step, self.total, self.rank, self.world)
         workers = int(d.get('num_worker_per_gpu', 0))
