@@ -115,7 +115,7 @@ def check_output(path: str, inputs: Sequence[str]) -> None:
         raise SystemExit(f'crossiqa-pyiqa: error: --csv {path} is an existing image file; refusing to overwrite it')
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise SystemExit(f'crossiqa-pyiqa: error: --csv {path}: folder {parent} does not exist')
+        raise SystemExit(f'crossiqa-pyiqa: error: --csv {path}: {parent} is not an existing folder')
     if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise SystemExit(f'crossiqa-pyiqa: error: --csv {path} cannot be written (permission denied)')
 
