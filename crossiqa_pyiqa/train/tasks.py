@@ -143,6 +143,9 @@ class CrossIQAPretext(PretextTask):
         self.self_weight = float(loss.get('self_weight', 0.0))
         self.norm_pix = bool(loss.get('norm_pix', False))
         self.lowfreq_weight = float(loss.get('lowfreq_weight', 0.0))
+        # addition: per-patch high-frequency energy, which pixel MSE cannot ask for (the MSE-optimal
+        # rendering of a noisy target is its clean mean, so noise would never reach the class token)
+        self.highfreq_weight = float(loss.get('highfreq_weight', 0.0))
         self.mask_ratio = float(opt['train'].get('mask_ratio', 0.0))
         # addition to the paper: the class token should code the degradation, not the content
         self.invariance_weight = float(loss.get('invariance_weight', 0.0))
@@ -184,7 +187,18 @@ class CrossIQAPretext(PretextTask):
             pm = pred.reshape(*pred.shape[:2], p * p, 3).mean(2)
             tm = self.model.patchify(img).reshape(*pred.shape[:2], p * p, 3).mean(2)
             loss = loss + self.lowfreq_weight * F.mse_loss(pm, tm)
+        if self.highfreq_weight > 0:
+            loss = loss + self.highfreq_weight * F.mse_loss(self._highfreq_energy(pred), self._highfreq_energy(img))
         return loss
+
+    def _highfreq_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Per patch and channel: RMS of the image minus its 3x3 box blur (B, L, 3); ``x`` is an
+        image (B, 3, H, W) or the decoder's patch sequence."""
+        if x.dim() == 3:
+            x = self.model.unpatchify(x)
+        residual = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode='replicate'), 3, stride=1)
+        p = self.model.patch_size
+        return F.avg_pool2d(residual.pow(2), p).add(1e-6).sqrt().flatten(2).transpose(1, 2)
 
     def forward(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         a, b, specs_a = self.degrade(crops, generator, return_specs=True)
