@@ -7,20 +7,35 @@ from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
 #: Metric entries added to ``pyiqa.DEFAULT_CONFIGS`` (pyiqa's own format).
 PLUGIN_METRICS: dict[str, dict[str, Any]] = {
+    # Cross-IQA on a pretrained EfficientNet-Lite2 (DESIGN §2.4), ridge head fitted on CLIVE
     'crossiqa': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'linear'},
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'linear'},
         'metric_mode': 'NR',
         'lower_better': False,
         'score_range': '~0, ~100',
     },
     'crossiqa-livec': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'linear'},
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'linear'},
         'metric_mode': 'NR',
         'lower_better': False,
         'score_range': '~0, ~100',
     },
+    # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels)
     'crossiqa-zs': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'zeroshot'},
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'zeroshot'},
+        'metric_mode': 'NR',
+        'lower_better': False,
+        'score_range': '-inf, inf',
+    },
+    # the earlier model: a tiny ViT trained from scratch on 518 images (README, "crossiqa-tiny")
+    'crossiqa-tiny': {
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_tiny_livec', 'head': 'linear'},
+        'metric_mode': 'NR',
+        'lower_better': False,
+        'score_range': '~0, ~100',
+    },
+    'crossiqa-tiny-zs': {
+        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_tiny_livec', 'head': 'zeroshot'},
         'metric_mode': 'NR',
         'lower_better': True,
         'score_range': '0, ~inf',

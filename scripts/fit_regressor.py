@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', default=None, help='weight file to write (default: user weights dir/<name>)')
     parser.add_argument('--split_file', default=None,
                         help="also save the protocol's splits in pyiqa's split_file format (.pkl) for pyiqa.train")
+    parser.add_argument('--half', action='store_true',
+                        help='store the network weights in float16 (half the file; head and statistics stay float32)')
     parser.add_argument('--cache_dir', default=None, help='feature cache (default: $CROSSIQA_HOME/cache)')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch threads (default 1: on a shared 2-core machine, one thread per process was '
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_fit(opt, encoder_file=args.encoder, name=args.name, out=args.out, pristine=args.pristine,
                          summary=args.summary, cache_dir=args.cache_dir, command=command,
-                         split_file=args.split_file)
+                         split_file=args.split_file, half=args.half)
     except (DatasetError, FileNotFoundError, ValueError) as error:
         print(f'fit_regressor: error: {error}', file=sys.stderr)
         return 1

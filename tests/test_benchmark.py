@@ -208,8 +208,8 @@ def test_score_cache_identity_follows_the_packaged_weight_file():
     from crossiqa_pyiqa.benchmark.metrics import MetricSpec, packaged_weight_file
     from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, file_sha256
 
-    shipped = PACKAGE_WEIGHTS_DIR / 'crossiqa_livec.safetensors'
-    spec = MetricSpec('crossiqa', {'type': 'CrossIQA', 'weights': 'crossiqa_livec', 'head': 'linear'})
+    shipped = PACKAGE_WEIGHTS_DIR / 'crossiqa_lite2_livec.safetensors'
+    spec = MetricSpec('crossiqa', {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'linear'})
     assert spec.identity()['weights_sha256'] == file_sha256(shipped)
     assert packaged_weight_file({'type': 'CrossIQA'}) == str(shipped)  # the architecture's default file
     assert packaged_weight_file({'type': 'GRepQ'}) == str(PACKAGE_WEIGHTS_DIR / 'grepq_ll.safetensors')

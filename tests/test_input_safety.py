@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / 'tests'))
 DEBUG = str(ROOT / 'options' / 'pretrain' / 'crossiqa_debug.yml')
 TINY = dict(embed_dim=48, depth=2, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2, img_size=64)
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1'}
-HAVE_WEIGHTS = os.path.exists(default_weight_path('crossiqa_livec'))
+HAVE_WEIGHTS = os.path.exists(default_weight_path('crossiqa_lite2_livec'))
 needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason='no trained weights in this checkout')
 
 
@@ -332,8 +332,8 @@ def test_pretext_export_without_head_cannot_score(tmp_path, monkeypatch):
 
 @needs_weights
 def test_half_precision_statistics_are_refused(tmp_path):
-    state, config, info = read_weights(default_weight_path('crossiqa_livec'), 'CrossIQA')
-    half = tmp_path / 'crossiqa_livec_fp16.safetensors'
+    state, config, info = read_weights(default_weight_path('crossiqa_lite2_livec'), 'CrossIQA')
+    half = tmp_path / 'crossiqa_lite2_livec_fp16.safetensors'
     save_weights(half, {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, 'CrossIQA', config, info)
     for head in ('zeroshot', 'linear'):
         with pytest.raises(WeightFileError, match=r'fp16.safetensors stores .*pristine_cov_triu.*float16'):

@@ -136,7 +136,7 @@ def test_create_metric_scores_file_and_roundtrip(tmp_path, net, weight_file):
 def test_default_weights_missing_is_a_clear_error():
     from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
 
-    if os.path.exists(default_weight_path('crossiqa_livec')):
+    if os.path.exists(default_weight_path('crossiqa_lite2_livec')):
         pytest.skip('trained weights ship with this version')
     with pytest.raises(FileNotFoundError, match='pretrained_model_path'):
         pyiqa.create_metric('crossiqa', device='cpu')
@@ -209,7 +209,7 @@ def test_shipped_model_prefers_sharp_photos():
     from crossiqa_pyiqa import degradations
     from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
 
-    if not os.path.exists(default_weight_path('crossiqa_livec')):
+    if not os.path.exists(default_weight_path('crossiqa_lite2_livec')):
         pytest.skip('no trained weights in this checkout')
     metric = pyiqa.create_metric('crossiqa', device='cpu')
     info = metric.net.info
@@ -219,7 +219,7 @@ def test_shipped_model_prefers_sharp_photos():
         blurred = degradations.apply(x, 'gaussian_blur', 4, generator=torch.Generator().manual_seed(0))
         assert metric(blurred).item() < metric(x).item() - 3, name
     zs = pyiqa.create_metric('crossiqa-zs', device='cpu')
-    assert zs.lower_better and torch.isfinite(zs(x)).all()
+    assert not zs.lower_better and zs(blurred).item() < zs(x).item()  # no MOS: the synthetic pairs' direction
 
 
 def test_freeze_encoder_trains_only_the_head():

@@ -39,9 +39,9 @@ CROSSIQA_CONFIGS: dict[str, dict[str, Any]] = {
     'base': dict(embed_dim=768, depth=12, num_heads=12, decoder_dim=512, decoder_depth=8, decoder_heads=16),
     # DESIGN §2.4: a pretrained CNN backbone; q = attention pooling over the head map, P = stride-16 map
     'lite0': dict(backbone='efficientnet_lite0', embed_dim=256, num_heads=8, decoder_dim=256, decoder_depth=2,
-                  decoder_heads=8, img_size=224, patch_size=16),
+                  decoder_heads=8, img_size=224, patch_size=16, zeroshot='pairs'),
     'lite2': dict(backbone='efficientnet_lite2', embed_dim=256, num_heads=8, decoder_dim=256, decoder_depth=2,
-                  decoder_heads=8, img_size=224, patch_size=16),
+                  decoder_heads=8, img_size=224, patch_size=16, zeroshot='pairs'),
 }
 
 DEFAULT_CONFIG: dict[str, Any] = dict(
@@ -63,9 +63,15 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     content_stage=4,  # CNN: stage whose map gives the content tokens P (stride 16)
     quality_stage=7,  # CNN: stage whose map the quality query q pools (7 = head conv)
     max_pixels=1536 * 1536,  # CNN: larger images are read in tiles of about this many pixels
+    # zero-shot head: 'mahalanobis' (distance to pristine statistics, lower is better) or 'pairs'
+    # (a linear direction fitted on synthetic pristine-vs-degraded pairs only, higher is better)
+    zeroshot='mahalanobis',
 )
 
 CONFIG_KEYS = frozenset(DEFAULT_CONFIG) | {'size'}
+
+#: The packaged model ``crossiqa`` scores with (``crossiqa_pyiqa/weights/<name>.safetensors``).
+DEFAULT_WEIGHTS = 'crossiqa_lite2_livec'
 
 
 def default_weight_path(weights: str) -> str:
@@ -109,6 +115,8 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
         if any(not -NUM_STAGES <= b < NUM_STAGES for b in out['feature_blocks']):
             raise ValueError(f"feature_blocks of a CNN backbone are stage indices in [0, {NUM_STAGES - 1}], "
                              f"got {out['feature_blocks']}")
+    if out['zeroshot'] not in ('mahalanobis', 'pairs'):
+        raise ValueError(f"zeroshot must be 'mahalanobis' or 'pairs', got {out['zeroshot']!r}")
     if out['native_mode'] not in ('tiles', 'interp'):
         raise ValueError(f"native_mode must be 'tiles' or 'interp', got {out['native_mode']!r}")
     if out['img_size'] % out['patch_size']:
@@ -220,7 +228,9 @@ class CrossIQA(nn.Module):
         pretrained_model_path: a weight file written by :func:`crossiqa_pyiqa.weights.save_weights`.
         weights: name of a weight file shipped in the package (used when no path is given).
         head: ``'linear'`` (ridge head fitted on MOS, higher is better) or
-            ``'zeroshot'`` (NIQE-style distance to pristine statistics, lower is better).
+            ``'zeroshot'``, fitted without MOS: by config ``zeroshot``, ``'mahalanobis'`` is a NIQE-style
+            distance to pristine statistics (lower is better), ``'pairs'`` a direction fitted on synthetic
+            pristine-vs-degraded pairs (higher is better).
         freeze_encoder: no parameter gradients for encoder and decoder (head-only training
             in pyiqa's harness, which has no freeze option of its own).
         **config: architecture options (see ``DEFAULT_CONFIG``); a weight file's own
@@ -235,7 +245,7 @@ class CrossIQA(nn.Module):
                              'max_pixels'})
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
-                 weights: str = 'crossiqa_livec', head: str = 'linear', freeze_encoder: bool = False,
+                 weights: str = DEFAULT_WEIGHTS, head: str = 'linear', freeze_encoder: bool = False,
                  **config: Any) -> None:
         super().__init__()
         if head not in ('linear', 'zeroshot'):
@@ -294,17 +304,25 @@ class CrossIQA(nn.Module):
         self.register_buffer('feat_mean', torch.zeros(self.feature_dim))
         self.register_buffer('feat_std', torch.ones(self.feature_dim))
         self.head = nn.Linear(self.feature_dim, 1)
-        # Zero-shot: pristine feature statistics (standardised space), fitted by the regression stage.
-        self.register_buffer('pristine_mean', torch.zeros(self.feature_dim))
-        self.register_buffer('pristine_cov', torch.eye(self.feature_dim))
+        # Zero-shot, fitted by the regression stage without MOS: pristine feature statistics
+        # (standardised space), or a direction fitted on synthetic pristine-vs-degraded pairs
+        if c['zeroshot'] == 'mahalanobis':
+            self.register_buffer('pristine_mean', torch.zeros(self.feature_dim))
+            self.register_buffer('pristine_cov', torch.eye(self.feature_dim))
+        else:
+            self.register_buffer('zs_mean', torch.zeros(self.feature_dim))
+            self.register_buffer('zs_std', torch.ones(self.feature_dim))
+            self.register_buffer('zs_coef', torch.zeros(self.feature_dim))
         self.apply(self._init_weights)
         if self.is_cnn and state_dict is None and c['init_weights']:
             self.info['backbone_init'] = load_backbone_weights(self.encoder.backbone, c['init_weights'])
         if state_dict is not None:
             load_state_strict(self, self._expand_symmetric(state_dict), path)
             if head == 'zeroshot' and not self.info.get('has_pristine_stats', False):
-                raise ValueError(f'Weight file {path} holds no pristine statistics; the zero-shot head needs a file '
-                                 'written with them (scripts/fit_regressor.py --pristine DIR).')
+                how = ('--pristine DIR' if c['zeroshot'] == 'mahalanobis'
+                       else 'with regression.ranking options: the synthetic pairs')
+                raise ValueError(f'Weight file {path} holds no zero-shot statistics; the zero-shot head needs a file '
+                                 f'written with them (scripts/fit_regressor.py {how}).')
         if freeze_encoder:  # pyiqa's harness trains only the head (gradients to the input still flow)
             for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
                 p.requires_grad_(False)
@@ -318,15 +336,24 @@ class CrossIQA(nn.Module):
         q = c['embed_dim'] if 'cls' in c['feature_tokens'] else 0
         return stats * sum(stage_channels(c['backbone'], c['feature_blocks'])) + q
 
-    def save_pretrained(self, path: str, info: dict[str, Any] | None = None) -> str:
-        """Write this network (encoder, decoder, head, statistics) with its config and provenance."""
-        from crossiqa_pyiqa.weights import save_weights
+    def save_pretrained(self, path: str, info: dict[str, Any] | None = None,
+                        dtype: torch.dtype | None = None) -> str:
+        """Write this network (encoder, decoder, head, statistics) with its config and provenance.
+
+        ``dtype=torch.float16`` halves the file: network weights are stored in it, the head and
+        the statistics stay float32 (half precision would turn them into wrong scores).
+        """
+        from crossiqa_pyiqa.weights import STATISTICS_KEYS, save_weights
 
         state = self.state_dict()
-        # the covariance is symmetric: storing its upper triangle halves the file (it dominates the size)
-        cov = state.pop('pristine_cov')
-        rows, cols = torch.triu_indices(*cov.shape)
-        state['pristine_cov_triu'] = cov[rows, cols]
+        if 'pristine_cov' in state:
+            # the covariance is symmetric: storing its upper triangle halves the file (it dominates the size)
+            cov = state.pop('pristine_cov')
+            rows, cols = torch.triu_indices(*cov.shape)
+            state['pristine_cov_triu'] = cov[rows, cols]
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() and k not in STATISTICS_KEYS else v
+                     for k, v in state.items()}
         return str(save_weights(path, state, self.ARCH_NAME, self.config, {**self.info, **(info or {})}))
 
     @staticmethod
@@ -516,6 +543,10 @@ class CrossIQA(nn.Module):
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.feat_mean) / self.feat_std
 
+    def zeroshot_pairs_score(self, features: torch.Tensor) -> torch.Tensor:
+        """Projection of features on the synthetic-pairs direction: higher is better, no MOS involved."""
+        return ((features - self.zs_mean) / self.zs_std) @ self.zs_coef
+
     def zeroshot_distance(self, features: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance of standardised features to the pristine mean (NIQE-style)."""
         diff = self.standardise(features) - self.pristine_mean
@@ -531,5 +562,7 @@ class CrossIQA(nn.Module):
                                'forward_features() for features.')
         features = self.forward_features(x)
         if self.head_type == 'zeroshot':
+            if self.config['zeroshot'] == 'pairs':
+                return self.zeroshot_pairs_score(features)[:, None]
             return self.zeroshot_distance(features)[:, None]
         return self.head(self.standardise(features))

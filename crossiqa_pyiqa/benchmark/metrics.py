@@ -47,7 +47,7 @@ class MetricSpec:
 
 
 #: Plugin architectures that read a packaged weight file by name (``weights:``) and its default.
-PACKAGED_WEIGHTS = {'CrossIQA': 'crossiqa_livec', 'GRepQ': 'grepq_ll'}
+PACKAGED_WEIGHTS = {'CrossIQA': 'crossiqa_lite2_livec', 'GRepQ': 'grepq_ll'}
 
 
 def packaged_weight_file(metric_opts: dict[str, Any]) -> str | None:

@@ -22,14 +22,14 @@ import torch
 
 from crossiqa_pyiqa.regression.datasets import build_iqa_dataset, dataset_records, fit_records
 from crossiqa_pyiqa.regression.features import dataset_features, encoder_fingerprint, folder_features
-from crossiqa_pyiqa.regression.head import (load_encoder, set_linear_head, set_pristine_statistics,
-                                            standardise_np)
+from crossiqa_pyiqa.regression.head import (load_encoder, set_linear_head, set_pairs_direction,
+                                            set_pristine_statistics, standardise_np)
 from crossiqa_pyiqa.regression.options import regression_options
 from crossiqa_pyiqa.regression.protocol import linear_probe
 from crossiqa_pyiqa.regression.ranking_pairs import ranking_pairs
 from crossiqa_pyiqa.regression.ridge import fit_ridge, select_alpha
 from crossiqa_pyiqa.regression.splits import random_splits, write_pyiqa_split_file
-from crossiqa_pyiqa.regression.zeroshot import pristine_statistics
+from crossiqa_pyiqa.regression.zeroshot import pairs_direction, pristine_statistics
 
 
 def metric_name_for(dataset_name: str, arch: str = 'CrossIQA') -> str:
@@ -48,8 +48,8 @@ def _entry_weight_file(cfg: dict[str, Any]) -> str | None:
     if opts.get('pretrained_model_path'):
         return str(opts['pretrained_model_path'])
     if opts.get('type') == 'CrossIQA':
-        from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
-        return default_weight_path(opts.get('weights', 'crossiqa_livec'))
+        from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS, default_weight_path
+        return default_weight_path(opts.get('weights', DEFAULT_WEIGHTS))
     if opts.get('type') == 'GRepQ':
         from crossiqa_pyiqa.archs.grepq_arch import default_weight_path as grepq_path
         return grepq_path(opts.get('weights', 'grepq_ll'))
@@ -111,8 +111,11 @@ def build_encoder(opt: dict[str, Any], encoder_file: str | None = None) -> tuple
 def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | None = None,
             out: str | os.PathLike | None = None, pristine: str | None = None, summary: str | None = None,
             cache_dir: str | None = None, command: str | None = None, register: bool = True,
-            split_file: str | None = None) -> dict[str, Any]:
-    """Probe, fit on all images, write the weight file (and the summary JSON). Returns the summary."""
+            split_file: str | None = None, half: bool = False) -> dict[str, Any]:
+    """Probe, fit on all images, write the weight file (and the summary JSON). Returns the summary.
+
+    ``half``: network weights stored in float16 (head and statistics stay float32).
+    """
     from crossiqa_pyiqa.weights import user_weights_dir
 
     t0 = time.time()
@@ -184,10 +187,24 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     if pristine and not is_crossiqa:
         raise ValueError(f'--pristine builds image-level statistics for CrossIQA; {type(net).__name__} keeps its own '
                          'zero-shot statistics (for GRepQ: scripts/grepq_pristine_stats.py).')
-    if is_crossiqa:  # stale statistics would belong to another standardisation
+    zs_kind = net.config.get('zeroshot', 'mahalanobis') if is_crossiqa else None
+    if pristine and zs_kind == 'pairs':
+        raise ValueError('--pristine builds the Mahalanobis zero-shot statistics; this encoder\'s zero-shot head is '
+                         "'pairs', fitted from the synthetic ranking pairs (regression.ranking) without --pristine.")
+    if zs_kind == 'mahalanobis':  # stale statistics would belong to another standardisation
         with torch.no_grad():
             net.pristine_mean.zero_()
             net.pristine_cov.copy_(torch.eye(net.pristine_cov.shape[0]))
+    elif zs_kind == 'pairs':
+        with torch.no_grad():
+            net.zs_mean.zero_()
+            net.zs_std.fill_(1.0)
+            net.zs_coef.zero_()
+        if rows is not None:  # no MOS: the synthetic pairs alone, ridge chosen on held-out distortion types
+            direction = pairs_direction(pairs.features, pairs.diffs, pairs.levels, pairs.types)
+            set_pairs_direction(net, direction)
+            info.update({'has_pristine_stats': True, 'zeroshot': 'pairs', 'zeroshot_alpha': direction.alpha,
+                         'zeroshot_cv_accuracy': direction.cv_accuracy})
     t_pristine = 0.0
     if pristine:
         t3 = time.time()
@@ -198,7 +215,7 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
                      'pristine_n_images': len(ppaths), 'pristine_ridge': reg['pristine_ridge']})
         t_pristine = time.time() - t3
 
-    net.save_pretrained(str(out), info)
+    net.save_pretrained(str(out), info, dtype=torch.float16 if half else None)
     if register:
         from crossiqa_pyiqa.registration import register_metric
 

@@ -81,3 +81,10 @@ def standardise_np(net: torch.nn.Module, features: np.ndarray) -> np.ndarray:
     mean = net.feat_mean.detach().cpu().double().numpy()
     std = net.feat_std.detach().cpu().double().numpy()
     return (np.asarray(features, dtype=np.float64) - mean) / std
+
+
+def set_pairs_direction(net: torch.nn.Module, direction) -> None:
+    """Copy a ``zeroshot.PairsDirection`` into the ``pairs`` zero-shot head's buffers."""
+    with torch.no_grad():
+        for name, value in (('zs_mean', direction.mean), ('zs_std', direction.std), ('zs_coef', direction.coef)):
+            getattr(net, name).copy_(torch.as_tensor(value, dtype=torch.float32))

@@ -99,6 +99,7 @@ class RankingPairs:
     levels: np.ndarray
     types: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    features: np.ndarray | None = None  # every pair image's raw features (pristine and degraded)
 
     def __len__(self) -> int:
         return len(self.levels)
@@ -147,4 +148,5 @@ def ranking_pairs(net: torch.nn.Module, opts: RankingOptions,
     rows = [k for k, it in enumerate(items) if it.dtype is not None]
     diffs = feats[[pristine_row[items[k].image] for k in rows]] - feats[rows]
     return RankingPairs(diffs=diffs, levels=np.array([items[k].level for k in rows]),
-                        types=[items[k].dtype for k in rows], images=[paths[items[k].image] for k in rows])
+                        types=[items[k].dtype for k in rows], images=[paths[items[k].image] for k in rows],
+                        features=feats)

@@ -1,12 +1,21 @@
-"""Pristine statistics for the NIQE-style zero-shot head of CrossIQA.
+"""Zero-shot heads of CrossIQA: fitted without any MOS.
 
-The zero-shot score is the Mahalanobis distance of an image's standardised features
-to the mean of pristine images' standardised features. A small ridge on the
-covariance keeps it invertible when there are fewer pristine images than dimensions.
+- ``mahalanobis``: the distance of an image's standardised features to the mean of
+  pristine images' standardised features (NIQE-style). A small ridge on the covariance
+  keeps it invertible when there are fewer pristine images than dimensions.
+- ``pairs``: a linear direction on which every synthetic pair (a pristine crop and the
+  same crop degraded by the library at level L) differs by L. Its ridge is chosen by
+  cross-validation that holds out whole *distortion types*: chosen for transfer to
+  distortions the fit never saw, not with any human label.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import numpy as np
+
+PAIRS_ALPHAS = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 
 
 def pristine_statistics(standardised: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
@@ -17,3 +26,52 @@ def pristine_statistics(standardised: np.ndarray, ridge: float = 1e-3) -> tuple[
     mean = x.mean(axis=0)
     cov = np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]) + ridge * np.eye(x.shape[1])
     return mean, cov
+
+
+@dataclass
+class PairsDirection:
+    """``score(f) = ((f - mean) / std) @ coef``; ``cv_accuracy``: held-out-type pair accuracy per alpha."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    coef: np.ndarray
+    alpha: float
+    cv_accuracy: dict[float, float]
+
+
+def _ridge_path(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> list[np.ndarray]:
+    """Ridge solutions without intercept for several alphas from one eigendecomposition."""
+    evals, evecs = np.linalg.eigh(x.T @ x)
+    xty = evecs.T @ (x.T @ y)
+    return [evecs @ (xty / (evals + a)) for a in alphas]
+
+
+def pairs_direction(features: np.ndarray, diffs: np.ndarray, levels: np.ndarray, types: Sequence[str],
+                    alphas: Sequence[float] = PAIRS_ALPHAS, n_folds: int = 5, seed: int = 0) -> PairsDirection:
+    """Fit the ``pairs`` zero-shot head (see the module docstring).
+
+    ``features``: every pair image (pristine and degraded), for the standardisation;
+    ``diffs[k] = f(pristine) - f(degraded)`` of pair k, at ``levels[k]`` of ``types[k]``.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    diffs = np.asarray(diffs, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64)
+    types = np.asarray(types)
+    if diffs.ndim != 2 or len(diffs) != len(levels) or len(types) != len(levels):
+        raise ValueError(f'pairs_direction: {len(diffs)} diffs, {len(levels)} levels and {len(types)} types')
+    unique = np.unique(types)
+    if len(unique) < 2:
+        raise ValueError('pairs_direction: the held-out-type cross-validation needs at least 2 distortion types')
+    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    z = diffs / std
+    order = np.random.default_rng(seed).permutation(len(unique))
+    folds = [unique[order[i::n_folds]] for i in range(min(n_folds, len(unique)))]
+    correct = np.zeros(len(alphas))
+    for held in folds:
+        test = np.isin(types, held)
+        for j, w in enumerate(_ridge_path(z[~test], levels[~test], alphas)):
+            correct[j] += float(((z[test] @ w) > 0).mean())
+    accuracy = {float(a): float(c / len(folds)) for a, c in zip(alphas, correct)}
+    best = float(alphas[int(np.argmax(correct))])
+    coef = _ridge_path(z, levels, [best])[0]
+    return PairsDirection(mean=mean, std=std, coef=coef, alpha=best, cv_accuracy=accuracy)
