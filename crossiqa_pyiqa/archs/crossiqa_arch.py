@@ -285,6 +285,9 @@ class CrossIQA(nn.Module):
                         'reads. Drop the option(s), or fit a head for them (scripts/fit_regressor.py).')
             if head == 'linear' and not fitted and not freeze_encoder:
                 self._unfitted_head_file = path
+            if 'zeroshot' not in file_config and ('zs_coef' in state_dict or self.info.get('has_pristine_stats')):
+                # files written before the option existed: their zero-shot buffers say which head they hold
+                file_config = {**file_config, 'zeroshot': 'pairs' if 'zs_coef' in state_dict else 'mahalanobis'}
             config = {**file_config, **config}
         self.config = _normalise_config(config)
         c = self.config
@@ -317,6 +320,11 @@ class CrossIQA(nn.Module):
         if self.is_cnn and state_dict is None and c['init_weights']:
             self.info['backbone_init'] = load_backbone_weights(self.encoder.backbone, c['init_weights'])
         if state_dict is not None:
+            if c['zeroshot'] == 'pairs' and not self.info.get('has_pristine_stats'):
+                # unfitted Mahalanobis buffers of an older export carry nothing: drop them
+                state_dict = {k: v for k, v in state_dict.items() if not k.startswith('pristine_')}
+                for key in ('zs_mean', 'zs_std', 'zs_coef'):
+                    state_dict.setdefault(key, getattr(self, key))
             load_state_strict(self, self._expand_symmetric(state_dict), path)
             if head == 'zeroshot' and not self.info.get('has_pristine_stats', False):
                 how = ('--pristine DIR' if c['zeroshot'] == 'mahalanobis'

@@ -37,12 +37,14 @@ def load_encoder(path: str | os.PathLike | None = None, seed: int | None = None,
             return GRepQ(pretrained_model_path=str(path), **{'head': 'linear', **options})
         try:
             return CrossIQA(pretrained_model_path=str(path), **options)
-        except ValueError as error:
-            if 'changes what the head reads' not in str(error):
+        except ValueError as error:  # WeightFileError included
+            relayout = 'changes what the head reads' in str(error) or (
+                'shape mismatches feat_mean' in str(error) and any(k in options for k in CrossIQA.LAYOUT_KEYS))
+            if not relayout:
                 raise
-        # a file with a fitted head, read out with other feature options: keep its encoder, refit the head
+        # a file read out with other feature options (fitted or not): keep its encoder, (re)fit the head
         base = CrossIQA(pretrained_model_path=str(path))
-        net = CrossIQA(pretrained=False, **{**base.config, **options})
+        net = CrossIQA(pretrained=False, **{**base.config, **options, 'init_weights': None})
         net.encoder.load_state_dict(base.encoder.state_dict())
         net.decoder.load_state_dict(base.decoder.state_dict())
         net.info = {**base.info, 'has_fitted_head': False, 'has_pristine_stats': False,
