@@ -47,11 +47,12 @@ def test_registered_in_pyiqa():
 
     assert ARCH_REGISTRY.get('CrossIQA') is CrossIQA
     nr = pyiqa.list_models(metric_mode='NR')
-    for name in ('crossiqa', 'crossiqa-livec', 'crossiqa-zs'):
+    for name in ('crossiqa', 'crossiqa-livec', 'crossiqa-zs', 'crossiqa-tiny', 'crossiqa-tiny-zs'):
         assert name in nr
         cfg = DEFAULT_CONFIGS[name]
         assert cfg['metric_mode'] == 'NR' and 'score_range' in cfg and 'lower_better' in cfg
-    assert DEFAULT_CONFIGS['crossiqa-zs']['lower_better'] is True
+    assert DEFAULT_CONFIGS['crossiqa-zs']['lower_better'] is False  # synthetic-pairs direction: a quality score
+    assert DEFAULT_CONFIGS['crossiqa-tiny-zs']['lower_better'] is True  # Mahalanobis distance
     assert DEFAULT_CONFIGS['crossiqa']['lower_better'] is False
 
 
@@ -166,7 +167,7 @@ def test_bad_weight_files(tmp_path, net, weight_file):
         CrossIQA(pretrained_model_path=str(mismatched))
     with pytest.raises(ValueError, match='embed_dim=48'):
         CrossIQA(pretrained_model_path=weight_file, embed_dim=96)
-    with pytest.raises(ValueError, match='pristine statistics'):
+    with pytest.raises(ValueError, match='zero-shot statistics'):
         CrossIQA(pretrained_model_path=weight_file, head='zeroshot')
 
 
@@ -213,7 +214,8 @@ def test_shipped_model_prefers_sharp_photos():
         pytest.skip('no trained weights in this checkout')
     metric = pyiqa.create_metric('crossiqa', device='cpu')
     info = metric.net.info
-    assert info['dataset'] and info['n_images'] == 1162 and info['has_pristine_stats']
+    # 1161: CLIVE's byte-identical 246.bmp / 333.bmp count once (mean MOS)
+    assert info['dataset'] and info['n_images'] == 1161 and info['has_pristine_stats']
     for name in ('astronaut', 'chelsea', 'coffee', 'rocket'):
         x = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1)[None].float() / 255
         blurred = degradations.apply(x, 'gaussian_blur', 4, generator=torch.Generator().manual_seed(0))

@@ -155,7 +155,8 @@ def test_fit_end_to_end(fitted):
     preds = np.array([float(metric(imread2tensor(str(p), rgb=True)[None])) for p in images])
     assert 20 < preds.mean() < 80
 
-    zs = pyiqa.create_metric('crossiqa-zs', pretrained_model_path=str(fitted['out']), device='cpu')
+    # a ViT file holds the Mahalanobis zero-shot head: a distance, registered as crossiqa-tiny-zs
+    zs = pyiqa.create_metric('crossiqa-tiny-zs', pretrained_model_path=str(fitted['out']), device='cpu')
     assert zs.lower_better is True
     assert np.isfinite(float(zs(degrade(content_crops('train')[0], 3, 'gaussian_blur')[None])))
 
