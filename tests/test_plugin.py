@@ -5,6 +5,7 @@ import sys
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
+import numpy as np
 import pytest
 import skimage.data
 import torch
@@ -222,6 +223,27 @@ def test_shipped_model_prefers_sharp_photos():
         assert metric(blurred).item() < metric(x).item() - 3, name
     zs = pyiqa.create_metric('crossiqa-zs', device='cpu')
     assert not zs.lower_better and zs(blurred).item() < zs(x).item()  # no MOS: the synthetic pairs' direction
+
+
+def test_shipped_model_prefers_clean_photos_to_added_noise_and_jpeg():
+    """The tiny ViT scored Gaussian noise *above* the clean photo on every photo; the shipped model must not."""
+    import io
+
+    from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS, default_weight_path
+
+    if not os.path.exists(default_weight_path(DEFAULT_WEIGHTS)):
+        pytest.skip('no trained weights in this checkout')
+    metric = pyiqa.create_metric('crossiqa', device='cpu')
+    rng = np.random.default_rng(0)
+    for name in ('astronaut', 'coffee', 'chelsea'):
+        rgb = getattr(skimage.data, name)()
+        clean = metric(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255).item()
+        noisy = np.clip(rgb + rng.normal(0, 10, rgb.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format='JPEG', quality=10)
+        jpeg = np.array(Image.open(buf))
+        for distorted in (noisy, jpeg):
+            assert metric(torch.from_numpy(distorted).permute(2, 0, 1)[None].float() / 255).item() < clean, name
 
 
 def test_freeze_encoder_trains_only_the_head():
