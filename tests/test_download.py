@@ -219,3 +219,24 @@ def test_timm_weights_offline_come_from_the_cache_or_a_clear_error(tmp_path, mon
     save_file(source.state_dict(), str(repo / 'snapshots' / ('0' * 40) / 'model.safetensors'))
     model = create_timm_model('test_vit')
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values()))
+
+
+def test_only_openai_rn50_is_loaded_as_torchscript(tmp_path):
+    """A TorchScript archive runs code when loaded: any file but OpenAI's own RN50 must be a plain state dict."""
+    from crossiqa_pyiqa.grepq.clip_tower import load_clip_checkpoint
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.w
+
+    archive = tmp_path / 'RN50.pt'
+    torch.jit.save(torch.jit.script(Tiny()), str(archive))
+    with pytest.raises(ValueError, match='other TorchScript archives are not loaded'):
+        load_clip_checkpoint(archive)
+    plain = tmp_path / 'plain.pt'
+    torch.save({'w': torch.ones(2)}, plain)
+    assert torch.equal(load_clip_checkpoint(plain)['w'], torch.ones(2))

@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from crossiqa_pyiqa.download import download_verified
+from crossiqa_pyiqa.download import download_verified, file_sha256, sha256_from_url
 
 with warnings.catch_warnings():  # openai-clip imports pkg_resources (setuptools<81 is pinned)
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
@@ -110,18 +110,23 @@ def ensure_clip_file(path: str | os.PathLike | None = None, url: str | None = No
 
 
 def load_clip_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """State dict of a CLIP checkpoint: OpenAI's TorchScript archive or a plain ``torch.save`` state dict."""
+    """State dict of a CLIP checkpoint: OpenAI's RN50 TorchScript archive or a plain ``torch.save`` state dict.
+
+    A TorchScript archive carries code that runs when it is loaded, so only the exact file
+    OpenAI publishes (its SHA-256, the second-to-last segment of ``RN50_URL``) is loaded as
+    one; anything else must be a tensor state dict, read with ``weights_only=True``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(_missing_message(path))
-    try:
+    if file_sha256(path) == sha256_from_url(RN50_URL):
         return dict(torch.jit.load(str(path), map_location='cpu').state_dict())
-    except Exception:  # not TorchScript: a plain state dict (e.g. a re-saved or fine-tuned model)
-        pass
     try:
         state = torch.load(str(path), map_location='cpu', weights_only=True)
     except Exception as error:
-        raise ValueError(f'{path} is neither a TorchScript CLIP archive nor a torch state dict ({error}).') from error
+        raise ValueError(f'{path} is not a plain torch state dict ({error}), nor OpenAI\'s RN50 archive (sha256 '
+                         f'{sha256_from_url(RN50_URL)}): other TorchScript archives are not loaded, because '
+                         'loading one runs the code it carries.') from error
     if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
         state = state['state_dict']
     if not isinstance(state, dict):
