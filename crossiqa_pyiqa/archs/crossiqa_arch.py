@@ -78,10 +78,10 @@ def default_weight_path(weights: str) -> str:
     return str(PACKAGE_WEIGHTS_DIR / f'{weights}.safetensors')
 
 
-def _layout_value(key: str, value: Any, base: dict[str, Any]) -> Any:
+def layout_value(key: str, value: Any, base: dict[str, Any]) -> Any:
     """An inference option in a comparable form (block indices modulo the depth, lists of floats)."""
-    if key == 'feature_blocks':
-        depth = int(base['depth'])
+    if key == 'feature_blocks':  # ViT blocks, or the 8 stages of a CNN backbone
+        depth = int(base['depth']) if base.get('backbone', 'vit') == 'vit' else NUM_STAGES
         return [int(i) % depth for i in value]
     if key == 'feature_scales':
         return [float(v) for v in value]
@@ -276,7 +276,7 @@ class CrossIQA(nn.Module):
                 # the fitted head and statistics read this exact feature layout (order included)
                 base = {**DEFAULT_CONFIG, **file_config}
                 layout = {k for k in config if k in self.LAYOUT_KEYS
-                          and _layout_value(k, config[k], base) != _layout_value(k, base[k], base)}
+                          and layout_value(k, config[k], base) != layout_value(k, base[k], base)}
                 if layout:
                     raise ValueError(
                         f'Weight file {path} holds a head fitted on features with '
@@ -285,9 +285,6 @@ class CrossIQA(nn.Module):
                         'reads. Drop the option(s), or fit a head for them (scripts/fit_regressor.py).')
             if head == 'linear' and not fitted and not freeze_encoder:
                 self._unfitted_head_file = path
-            if 'zeroshot' not in file_config and ('zs_coef' in state_dict or self.info.get('has_pristine_stats')):
-                # files written before the option existed: their zero-shot buffers say which head they hold
-                file_config = {**file_config, 'zeroshot': 'pairs' if 'zs_coef' in state_dict else 'mahalanobis'}
             config = {**file_config, **config}
         self.config = _normalise_config(config)
         c = self.config
@@ -320,11 +317,6 @@ class CrossIQA(nn.Module):
         if self.is_cnn and state_dict is None and c['init_weights']:
             self.info['backbone_init'] = load_backbone_weights(self.encoder.backbone, c['init_weights'])
         if state_dict is not None:
-            if c['zeroshot'] == 'pairs' and not self.info.get('has_pristine_stats'):
-                # unfitted Mahalanobis buffers of an older export carry nothing: drop them
-                state_dict = {k: v for k, v in state_dict.items() if not k.startswith('pristine_')}
-                for key in ('zs_mean', 'zs_std', 'zs_coef'):
-                    state_dict.setdefault(key, getattr(self, key))
             load_state_strict(self, self._expand_symmetric(state_dict), path)
             if head == 'zeroshot' and not self.info.get('has_pristine_stats', False):
                 how = ('--pristine DIR' if c['zeroshot'] == 'mahalanobis'

@@ -26,6 +26,17 @@ def _file_arch(path: str | os.PathLike) -> str | None:
         return None
 
 
+def changes_layout(path: str | os.PathLike, options: dict[str, Any]) -> bool:
+    """Whether ``options`` read a CrossIQA weight file's encoder out into other features than its head's."""
+    from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_CONFIG, CrossIQA, layout_value
+    from crossiqa_pyiqa.weights import read_weights
+
+    _, file_config, _ = read_weights(path, 'CrossIQA')
+    base = {**DEFAULT_CONFIG, **file_config}
+    return any(layout_value(k, options[k], base) != layout_value(k, base[k], base)
+               for k in CrossIQA.LAYOUT_KEYS if k in options)
+
+
 def load_encoder(path: str | os.PathLike | None = None, seed: int | None = None, **options: Any) -> torch.nn.Module:
     """A CrossIQA network from a weight file, or randomly initialised with ``torch.manual_seed(seed)``."""
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
@@ -35,13 +46,8 @@ def load_encoder(path: str | os.PathLike | None = None, seed: int | None = None,
             from crossiqa_pyiqa.archs.grepq_arch import GRepQ
 
             return GRepQ(pretrained_model_path=str(path), **{'head': 'linear', **options})
-        try:
+        if not changes_layout(path, options):
             return CrossIQA(pretrained_model_path=str(path), **options)
-        except ValueError as error:  # WeightFileError included
-            relayout = 'changes what the head reads' in str(error) or (
-                'shape mismatches feat_mean' in str(error) and any(k in options for k in CrossIQA.LAYOUT_KEYS))
-            if not relayout:
-                raise
         # a file read out with other feature options (fitted or not): keep its encoder, (re)fit the head
         base = CrossIQA(pretrained_model_path=str(path))
         net = CrossIQA(pretrained=False, **{**base.config, **options, 'init_weights': None})

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from crossiqa_pyiqa.regression.ridge import _svd_solutions  # ridge without intercept, all alphas at once
+
 PAIRS_ALPHAS = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 
 
@@ -37,13 +39,6 @@ class PairsDirection:
     coef: np.ndarray
     alpha: float
     cv_accuracy: dict[float, float]
-
-
-def _ridge_path(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> list[np.ndarray]:
-    """Ridge solutions without intercept for several alphas from one eigendecomposition."""
-    evals, evecs = np.linalg.eigh(x.T @ x)
-    xty = evecs.T @ (x.T @ y)
-    return [evecs @ (xty / (evals + a)) for a in alphas]
 
 
 def pairs_direction(features: np.ndarray, diffs: np.ndarray, levels: np.ndarray, types: Sequence[str],
@@ -69,9 +64,9 @@ def pairs_direction(features: np.ndarray, diffs: np.ndarray, levels: np.ndarray,
     correct = np.zeros(len(alphas))
     for held in folds:
         test = np.isin(types, held)
-        for j, w in enumerate(_ridge_path(z[~test], levels[~test], alphas)):
+        for j, w in enumerate(_svd_solutions(z[~test], levels[~test], alphas)):
             correct[j] += float(((z[test] @ w) > 0).mean())
     accuracy = {float(a): float(c / len(folds)) for a, c in zip(alphas, correct)}
     best = float(alphas[int(np.argmax(correct))])
-    coef = _ridge_path(z, levels, [best])[0]
+    coef = _svd_solutions(z, levels, [best])[0]
     return PairsDirection(mean=mean, std=std, coef=coef, alpha=best, cv_accuracy=accuracy)
