@@ -12,11 +12,11 @@ def _entry(weights: str, head: str = 'linear', lower_better: bool = False, score
 
 #: Metric entries added to ``pyiqa.DEFAULT_CONFIGS`` (pyiqa's own format).
 PLUGIN_METRICS: dict[str, dict[str, Any]] = {
-    # Cross-IQA on a pretrained EfficientNet-Lite2 (DESIGN §2.4), ridge head fitted on CLIVE
-    'crossiqa': _entry('crossiqa_lite2_livec'),
-    'crossiqa-livec': _entry('crossiqa_lite2_livec'),
+    # Cross-IQA on a pretrained EfficientNet-Lite0 (DESIGN §2.4), ridge head fitted on CLIVE
+    'crossiqa': _entry('crossiqa_lite0_livec'),
+    'crossiqa-livec': _entry('crossiqa_lite0_livec'),
     # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels)
-    'crossiqa-zs': _entry('crossiqa_lite2_livec', 'zeroshot', score_range='-inf, inf'),
+    'crossiqa-zs': _entry('crossiqa_lite0_livec', 'zeroshot', score_range='-inf, inf'),
     # the earlier model: a tiny ViT trained from scratch on 518 images (README, "crossiqa-tiny")
     'crossiqa-tiny': _entry('crossiqa_tiny_livec'),
     'crossiqa-tiny-zs': _entry('crossiqa_tiny_livec', 'zeroshot', lower_better=True, score_range='0, ~inf'),

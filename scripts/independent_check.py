@@ -8,6 +8,19 @@ shows what a metric does with distortions it never saw implemented this way:
     TORCH_HOME=../shared/data/torch_home python scripts/independent_check.py -m crossiqa niqe brisque
 
 For each metric and distortion: on how many photos the clean version scores better.
+
+With ``--real_noise DIR`` the question is asked of real camera noise instead: DIR holds
+(noisy, clean) pairs of the same scene, e.g. PolyU's ``CroppedImages`` (``X_real.JPG`` is a
+single noisy shot, ``X_mean.JPG`` the average of many shots of the same scene):
+
+    python scripts/independent_check.py -m crossiqa niqe brisque --real_noise /data/polyu/CroppedImages
+
+Pairing rule (see :func:`find_pairs`): an image file whose name without extension ends in
+``--noisy_suffix`` (default ``_real``) is noisy, one ending in ``--clean_suffix`` (default
+``_mean``) is clean, both compared case-insensitively; a noisy and a clean file pair when the
+rest of their names is the same. Every image must be one of a pair. Images are read with the
+plugin's reader (``crossiqa_pyiqa.inputs.read_image``) at native size. For each metric: on
+how many pairs the clean image scores better, with a Clopper-Pearson 95% interval.
 """
 from __future__ import annotations
 
@@ -15,6 +28,8 @@ import argparse
 import io
 import os
 import sys
+import time
+from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
@@ -40,11 +55,151 @@ def distortions(rgb):
     return out
 
 
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def find_pairs(folder, noisy_suffix: str = '_real', clean_suffix: str = '_mean') -> list[tuple[str, Path, Path]]:
+    """``(key, noisy path, clean path)`` for each pair in ``folder`` (not recursive), sorted by key.
+
+    Image files (by extension) whose stem ends in ``noisy_suffix`` / ``clean_suffix``
+    (case-insensitive) are noisy / clean; the key is the stem without the suffix. Raises
+    ``ValueError`` naming the files when an image is neither, has no partner, or a key is
+    taken twice, and when the folder holds no pair at all. Other files are ignored.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f'--real_noise {folder}: not a folder')
+    if noisy_suffix.lower() == clean_suffix.lower() or not noisy_suffix or not clean_suffix:
+        raise ValueError('the noisy and clean suffixes must differ and be non-empty, '
+                         f'got {noisy_suffix!r}, {clean_suffix!r}')
+    sides: dict[str, dict[str, list[Path]]] = {'noisy': {}, 'clean': {}}
+    neither = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        stem = path.stem
+        for side, suffix in (('noisy', noisy_suffix), ('clean', clean_suffix)):
+            if stem.lower().endswith(suffix.lower()):
+                sides[side].setdefault(stem[:-len(suffix)], []).append(path)
+                break
+        else:
+            neither.append(path.name)
+    problems = []
+    if neither:
+        problems.append(f'{len(neither)} image(s) end in neither {noisy_suffix!r} nor {clean_suffix!r}: '
+                        + ', '.join(neither[:5]) + (' ...' if len(neither) > 5 else ''))
+    for side, other in (('noisy', 'clean'), ('clean', 'noisy')):
+        twice = [p.name for paths in sides[side].values() if len(paths) > 1 for p in paths]
+        if twice:
+            problems.append(f'{side} files share a name up to the extension: ' + ', '.join(twice[:6]))
+        alone = [paths[0].name for key, paths in sides[side].items() if key not in sides[other]]
+        if alone:
+            problems.append(f'{len(alone)} {side} image(s) have no {other} partner: '
+                            + ', '.join(alone[:5]) + (' ...' if len(alone) > 5 else ''))
+    if problems:
+        raise ValueError(f'--real_noise {folder}: ' + '; '.join(problems)
+                         + f' (pairs are NAME{noisy_suffix}.EXT (noisy) and NAME{clean_suffix}.EXT (clean))')
+    keys = sorted(sides['noisy'])
+    if not keys:
+        raise ValueError(f'--real_noise {folder}: no (noisy, clean) pair found; expected image files '
+                         f'NAME{noisy_suffix}.EXT (noisy) and NAME{clean_suffix}.EXT (clean)')
+    return [(key, sides['noisy'][key][0], sides['clean'][key][0]) for key in keys]
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion k/n."""
+    from scipy.stats import beta
+
+    alpha = 1 - level
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def real_noise_check(metric_names, folder, noisy_suffix: str = '_real', clean_suffix: str = '_mean',
+                     progress: bool = True) -> list[dict]:
+    """Score every pair of :func:`find_pairs` with each metric; one result dict per metric.
+
+    A dict holds ``metric``, ``pairs``, ``won`` (clean scored better, respecting
+    ``lower_better``), ``ties``, ``fraction``, ``ci`` (95%), ``seconds``, ``scores``
+    (key -> (noisy, clean) raw scores), or ``error`` when the metric cannot be built.
+    """
+    import pyiqa
+    import torch
+    from tqdm import tqdm
+
+    import crossiqa_pyiqa  # noqa: F401  (registers the plugin's metrics)
+    from crossiqa_pyiqa.inputs import read_image
+
+    pairs = find_pairs(folder, noisy_suffix, clean_suffix)
+    print(f'{len(pairs)} (noisy, clean) pairs in {folder}', file=sys.stderr, flush=True)
+    results = []
+    for metric_name in metric_names:
+        try:
+            metric = pyiqa.create_metric(metric_name, device='cpu')
+        except Exception as error:  # report and go on with the other metrics
+            text = (str(error).strip().splitlines() or [''])[0]
+            print(f'{metric_name}: cannot be built: {type(error).__name__}: {text}', file=sys.stderr, flush=True)
+            results.append({'metric': metric_name, 'error': f'{type(error).__name__}: {text}'})
+            continue
+        sign = -1.0 if metric.lower_better else 1.0
+        scores: dict[str, tuple[float, float]] = {}
+        start = time.perf_counter()
+        with torch.no_grad():
+            for key, noisy_path, clean_path in tqdm(pairs, desc=metric_name, unit='pair', disable=not progress):
+                noisy, clean = read_image(noisy_path)[None], read_image(clean_path)[None]
+                if noisy.shape != clean.shape:
+                    print(f'{key}: noisy {tuple(noisy.shape[-2:])} and clean {tuple(clean.shape[-2:])} differ in size',
+                          file=sys.stderr)
+                scores[key] = (float(metric(noisy)), float(metric(clean)))
+        seconds = time.perf_counter() - start
+        won = sum(sign * c > sign * n for n, c in scores.values())
+        ties = sum(c == n for n, c in scores.values())
+        results.append({'metric': metric_name, 'pairs': len(pairs), 'won': won, 'ties': ties,
+                        'fraction': won / len(pairs), 'ci': clopper_pearson(won, len(pairs)),
+                        'seconds': seconds, 'scores': scores, 'lower_better': bool(metric.lower_better)})
+        print(f'{metric_name}: clean better on {won}/{len(pairs)} pairs ({seconds:.0f} s)', file=sys.stderr, flush=True)
+        del metric
+    return results
+
+
+def print_real_noise_table(results, folder) -> None:
+    done = [r for r in results if 'error' not in r]
+    n = done[0]['pairs'] if done else 0
+    print(f'Clean (averaged) image scored better than the noisy shot of the same scene, of {n} pairs in {folder}:\n')
+    print('| metric | clean better | fraction | 95% CI (Clopper-Pearson) | ties | seconds |')
+    print('|---|---|---|---|---|---|')
+    for r in results:
+        if 'error' in r:
+            print(f"| {r['metric']} | not built: {r['error']} | | | | |")
+            continue
+        lo, hi = r['ci']
+        print(f"| {r['metric']} | {r['won']}/{r['pairs']} | {r['fraction']:.3f} | {lo:.3f}-{hi:.3f} | "
+              f"{r['ties']} | {r['seconds']:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('-m', nargs='+', default=['crossiqa', 'niqe', 'brisque'], help='pyiqa metric names')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--real_noise', metavar='DIR', default=None,
+                        help='instead: a folder of (noisy, clean) pairs of real photos, '
+                        'NAME_real.EXT and NAME_mean.EXT')
+    parser.add_argument('--noisy_suffix', default='_real', help='with --real_noise: stem suffix of noisy images')
+    parser.add_argument('--clean_suffix', default='_mean', help='with --real_noise: stem suffix of clean images')
     args = parser.parse_args(argv)
+
+    if args.real_noise is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        try:
+            find_pairs(args.real_noise, args.noisy_suffix, args.clean_suffix)  # fail before any metric is built
+        except ValueError as error:
+            parser.error(str(error))
+        results = real_noise_check(args.m, args.real_noise, args.noisy_suffix, args.clean_suffix)
+        print_real_noise_table(results, args.real_noise)
+        return 0 if any('error' not in r for r in results) else 1
 
     import numpy as np
     import pyiqa

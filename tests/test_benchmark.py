@@ -18,6 +18,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 from test_regression import load_script, make_toy_dataset, random_encoder, save_png  # noqa: E402
 
+from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS  # noqa: E402
 from crossiqa_pyiqa.benchmark.ranking import auc, ranking_items, ranking_tests  # noqa: E402
 from crossiqa_pyiqa.regression import evaluate_scores, random_splits  # noqa: E402
 
@@ -208,8 +209,8 @@ def test_score_cache_identity_follows_the_packaged_weight_file():
     from crossiqa_pyiqa.benchmark.metrics import MetricSpec, packaged_weight_file
     from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, file_sha256
 
-    shipped = PACKAGE_WEIGHTS_DIR / 'crossiqa_lite2_livec.safetensors'
-    spec = MetricSpec('crossiqa', {'type': 'CrossIQA', 'weights': 'crossiqa_lite2_livec', 'head': 'linear'})
+    shipped = PACKAGE_WEIGHTS_DIR / f'{DEFAULT_WEIGHTS}.safetensors'
+    spec = MetricSpec('crossiqa', {'type': 'CrossIQA', 'weights': DEFAULT_WEIGHTS, 'head': 'linear'})
     assert spec.identity()['weights_sha256'] == file_sha256(shipped)
     assert packaged_weight_file({'type': 'CrossIQA'}) == str(shipped)  # the architecture's default file
     assert packaged_weight_file({'type': 'GRepQ'}) == str(PACKAGE_WEIGHTS_DIR / 'grepq_ll.safetensors')

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps  # noqa: E402
 
 import crossiqa_pyiqa  # noqa: E402,F401
 import pyiqa  # noqa: E402
-from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA, default_weight_path  # noqa: E402
+from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS, CrossIQA, default_weight_path  # noqa: E402
 from crossiqa_pyiqa.archs.grepq_arch import GRepQ  # noqa: E402
 from crossiqa_pyiqa.inputs import ImageReadError, read_image  # noqa: E402
 from crossiqa_pyiqa.options import OptionsError, apply_overrides, check_file, load_options  # noqa: E402
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / 'tests'))
 DEBUG = str(ROOT / 'options' / 'pretrain' / 'crossiqa_debug.yml')
 TINY = dict(embed_dim=48, depth=2, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2, img_size=64)
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'HF_HUB_OFFLINE': '1'}
-HAVE_WEIGHTS = os.path.exists(default_weight_path('crossiqa_lite2_livec'))
+HAVE_WEIGHTS = os.path.exists(default_weight_path(DEFAULT_WEIGHTS))
 needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason='no trained weights in this checkout')
 
 
@@ -230,7 +230,7 @@ def test_bit_depth_palette_cmyk_gray_and_alpha(tmp_path, metric):
 
 # ===================================================================== tensors and sizes
 def test_minimum_sizes_per_model(tmp_path, metric):
-    for size in (16, 17, 31):  # EfficientNet-Lite2, native scale: one cell of the stride-32 map
+    for size in (16, 17, 31):  # EfficientNet-Lite0, native scale: one cell of the stride-32 map
         with pytest.raises(ValueError, match=f'{size}x{size} is smaller than the 32x32 minimum of CrossIQA'):
             metric(torch.rand(1, 3, size, size))
     Image.fromarray(rgb('coffee', 17, 17)).save(tmp_path / 'tiny.png')
@@ -341,7 +341,7 @@ def test_pretext_export_without_head_cannot_score(tmp_path, monkeypatch):
 
 @needs_weights
 def test_half_precision_statistics_are_refused(tmp_path):
-    for name, stat in (('crossiqa_tiny_livec', 'pristine_cov_triu'), ('crossiqa_lite2_livec', 'zs_coef')):
+    for name, stat in (('crossiqa_tiny_livec', 'pristine_cov_triu'), (DEFAULT_WEIGHTS, 'zs_coef')):
         state, config, info = read_weights(default_weight_path(name), 'CrossIQA')
         half = tmp_path / f'{name}_fp16.safetensors'
         save_weights(half, {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, 'CrossIQA',

