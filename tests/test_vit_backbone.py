@@ -7,6 +7,7 @@ import torch
 
 import crossiqa_pyiqa  # noqa: F401
 from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+from test_backbones import pretext_steps
 
 torch.set_num_threads(1)
 
@@ -79,16 +80,7 @@ def test_vit_pretext_trains_only_the_last_blocks():
     task.train()
     backbone = task.model.encoder.backbone
     first = backbone.blocks[0].attn.qkv.weight.detach().clone()
-    trained = [p for p in task.parameters() if p.requires_grad]
-    opt_ = torch.optim.AdamW(trained, lr=1e-3)
-    crops = (_photo(56, 56) * 255).to(torch.uint8).repeat(4, 1, 1, 1)
-    losses = []
-    for step in range(8):
-        loss, _ = task(crops, torch.Generator().manual_seed(step % 2))
-        opt_.zero_grad()
-        loss.backward()
-        opt_.step()
-        losses.append(loss.item())
+    losses = pretext_steps(task, _photo(56, 56))
     assert backbone.blocks[0].attn.qkv.weight.grad is None
     assert torch.equal(backbone.blocks[0].attn.qkv.weight, first)
     assert backbone.blocks[11].attn.qkv.weight.grad is not None  # the last blocks learn
