@@ -193,19 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     import crossiqa_pyiqa  # noqa: F401
     from crossiqa_pyiqa.options import load_options
-    from crossiqa_pyiqa.regression.datasets import build_iqa_dataset, dataset_records, fit_records
-    from crossiqa_pyiqa.regression.fit import _dataset_opt
-    from crossiqa_pyiqa.regression.options import regression_options
+    from crossiqa_pyiqa.regression.fit import protocol_data
     from crossiqa_pyiqa.regression.protocol import linear_probe
-    from crossiqa_pyiqa.regression.splits import random_splits
 
     opt = load_options(args.opt, kind='regress')
-    reg = regression_options(opt)
-    data_opt = _dataset_opt(opt)
-    dataset = build_iqa_dataset(data_opt)
-    all_records = dataset_records(dataset, {**data_opt, 'name': data_opt.get('name', 'dataset')})
-    records, keep = fit_records(all_records, reg['train_ratio'], reg['cv_folds'])
-    splits = random_splits(len(records), reg['n_splits'], reg['train_ratio'], reg['seed'], records.groups)
+    reg, dataset, all_records, records, keep, splits = protocol_data(opt)
 
     feats = extract(args, all_records.paths)
     x = feats['features'][keep]

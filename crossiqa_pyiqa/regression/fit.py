@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -87,6 +87,29 @@ def _dataset_opt(opt: dict[str, Any]) -> dict[str, Any]:
     return dict(next(iter(datasets.values())))
 
 
+class ProtocolData(NamedTuple):
+    """What the 10-split protocol reads from regression options: the same for every probe."""
+
+    reg: dict[str, Any]
+    dataset: Any
+    all_records: Any  # every dataset row (features are extracted for these)
+    records: Any  # the fit rows (duplicates merged); ``keep`` selects them from ``all_records``
+    keep: np.ndarray
+    splits: list
+
+
+def protocol_data(opt: dict[str, Any]) -> ProtocolData:
+    """The dataset, fit records and seeded splits of ``fit_regressor``'s protocol (scripts probing
+    other features reuse it, so their numbers are comparable row for row)."""
+    reg = regression_options(opt)
+    data_opt = _dataset_opt(opt)
+    dataset = build_iqa_dataset(data_opt)
+    all_records = dataset_records(dataset, {**data_opt, 'name': data_opt.get('name', 'dataset')})
+    records, keep = fit_records(all_records, reg['train_ratio'], reg['cv_folds'])
+    splits = random_splits(len(records), reg['n_splits'], reg['train_ratio'], reg['seed'], records.groups)
+    return ProtocolData(reg, dataset, all_records, records, keep, splits)
+
+
 def build_encoder(opt: dict[str, Any], encoder_file: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Encoder from ``--encoder``/``encoder.pretrained_model_path``, else random with ``encoder.random_seed``."""
     from crossiqa_pyiqa.weights import file_sha256
@@ -122,11 +145,8 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     from crossiqa_pyiqa.options import validate_options
 
     validate_options(opt, 'regress')
-    reg = regression_options(opt)
+    reg, dataset, all_records, records, keep, splits = protocol_data(opt)
     data_opt = _dataset_opt(opt)
-    dataset = build_iqa_dataset(data_opt)
-    all_records = dataset_records(dataset, {**data_opt, 'name': data_opt.get('name', 'dataset')})
-    records, keep = fit_records(all_records, reg['train_ratio'], reg['cv_folds'])
     net, source = build_encoder(opt, encoder_file)
     arch = getattr(net, 'ARCH_NAME', 'CrossIQA')
     name = name or opt.get('name') or metric_name_for(records.name, arch)
@@ -146,7 +166,6 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
         t_pairs = time.time() - t_pairs
 
     t2 = time.time()
-    splits = random_splits(len(records), reg['n_splits'], reg['train_ratio'], reg['seed'], records.groups)
     if split_file:
         write_pyiqa_split_file(split_file, splits)
     probe = linear_probe(features, records.mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
