@@ -158,6 +158,7 @@ def _degradation_keys() -> set[str]:
 LOSS_KEYS: dict[str, tuple[str, ...]] = {
     'crossiqa_pretext': ('self_weight', 'norm_pix', 'lowfreq_weight', 'highfreq_weight', 'invariance_weight',
                          'invariance_temperature', 'cross_partner'),
+    'crossiqa_cached_pretext': ('self_weight', 'colour_weight', 'fine_weight', 'middle_weight'),
     'grepq_lowlevel': ('tau', 'fsim_window', 'fsim_downsample'),
     'grepq_highlevel': ('group_size', 'temperature', 'projection_dim'),
 }
@@ -173,7 +174,7 @@ def pretrain_schema(task: str | None) -> dict[str, Any]:
         'datasets': {REQUIRED: {'train'},
                      'train': {REQUIRED: {'dataroots', 'crop_size', 'batch_size_per_gpu'},
                                'name': ANY, 'dataroots': ANY, 'crop_size': ANY, 'batch_size_per_gpu': ANY,
-                               'num_worker_per_gpu': ANY, 'cache_images': ANY}},
+                               'num_worker_per_gpu': ANY, 'cache_images': ANY, 'view_cache': ANY}},
         'network': Keys(lambda: _arch_keys(arch), f'{arch} options'),
         'train': {REQUIRED: {'total_iter'},
                   'total_iter': ANY, 'grad_clip': ANY, 'mask_ratio': ANY,
@@ -185,7 +186,7 @@ def pretrain_schema(task: str | None) -> dict[str, Any]:
                    'use_tb_logger': ANY},
         'dist_params': {'backend': ANY, 'port': ANY},
     }
-    if task == 'crossiqa_pretext':
+    if task in ('crossiqa_pretext', 'crossiqa_cached_pretext'):
         schema[REQUIRED] = schema[REQUIRED] | {'network'}
         schema['degradations'] = Keys(_degradation_keys, 'DegradationSampler options')
     if task == 'grepq_lowlevel':

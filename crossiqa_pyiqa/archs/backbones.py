@@ -117,6 +117,21 @@ class CNNBackbone(nn.Module):
             outs.append(x)
         return outs
 
+    def forward_from(self, fmap: torch.Tensor, start: int, upto: int = NUM_STAGES - 1) -> list[torch.Tensor]:
+        """Maps of stages ``start..upto`` from ``fmap``, the output of stage ``start - 1``.
+
+        With stages ``< start`` frozen (and batch-norm statistics fixed) this equals
+        ``forward(x)[start:upto + 1]`` exactly, so a pretext can cache ``fmap`` once per image.
+        """
+        if not 1 <= start <= upto < NUM_STAGES:
+            raise ValueError(f'forward_from needs 1 <= start <= upto < {NUM_STAGES}, got start={start}, upto={upto}')
+        x = fmap.to(self.pixel_mean.dtype).contiguous(memory_format=torch.channels_last)
+        outs = []
+        for stage in self.stages()[start:upto + 1]:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
 
 def _map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str
                   ) -> dict[str, torch.Tensor]:

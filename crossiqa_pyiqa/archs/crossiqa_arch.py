@@ -31,6 +31,7 @@ from pyiqa.utils.registry import ARCH_REGISTRY
 from crossiqa_pyiqa.archs.backbones import (NUM_STAGES, BACKBONE_CONFIGS, VIT_BACKBONE_CONFIGS, load_backbone_weights,
                                             stage_channels)
 from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
+from crossiqa_pyiqa.archs.stats_decoder import STATS_PER_CELL, StatsDecoder
 from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
 from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_named_or_path
 
@@ -69,6 +70,12 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     content_stage=4,  # CNN: stage whose map gives the content tokens P (stride 16)
     quality_stage=7,  # CNN: stage whose map the quality query q pools (7 = head conv)
     max_pixels=1536 * 1536,  # CNN: larger images are read in tiles of about this many pixels
+    # pretext decoder: 'pixels' renders patch pixels (DESIGN §2.1); 'stats' renders each 32-px patch's
+    # cells of stats_cell pixels as mean colour + log band energies (archs/stats_decoder.py; CNN only)
+    decoder='pixels',
+    stats_cell=8,
+    # CNN: q also reads the per-channel mean/std of these stages (-1: the input pixels), DESIGN §2.5
+    quality_global_stages=(),
     # zero-shot head: 'mahalanobis' (distance to pristine statistics, lower is better) or 'pairs'
     # (a linear direction fitted on synthetic pristine-vs-degraded pairs only, higher is better)
     zeroshot='mahalanobis',
@@ -107,7 +114,7 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f'Unknown CrossIQA size {size!r}; choose from {sorted(CROSSIQA_CONFIGS)}')
         out.update(CROSSIQA_CONFIGS[size])
     out.update({k: v for k, v in config.items() if k != 'size'})
-    for key in ('feature_tokens', 'feature_blocks', 'feature_scales'):
+    for key in ('feature_tokens', 'feature_blocks', 'feature_scales', 'quality_global_stages'):
         out[key] = tuple(out[key])
     if out['backbone'] in VIT_BACKBONE_CONFIGS:
         vit = VIT_BACKBONE_CONFIGS[out['backbone']]
@@ -128,6 +135,13 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
         if any(not -NUM_STAGES <= b < NUM_STAGES for b in out['feature_blocks']):
             raise ValueError(f"feature_blocks of a CNN backbone are stage indices in [0, {NUM_STAGES - 1}], "
                              f"got {out['feature_blocks']}")
+    if out['decoder'] not in ('pixels', 'stats'):
+        raise ValueError(f"decoder must be 'pixels' or 'stats', got {out['decoder']!r}")
+    if out['decoder'] == 'stats' and (out['backbone'] not in BACKBONE_CONFIGS or out['patch_size'] % out['stats_cell']):
+        raise ValueError("decoder='stats' needs a CNN backbone and a patch_size that is a multiple of stats_cell; got "
+                         f"backbone={out['backbone']!r}, patch_size={out['patch_size']}, stats_cell={out['stats_cell']}")
+    if out['quality_global_stages'] and out['backbone'] not in BACKBONE_CONFIGS:
+        raise ValueError('quality_global_stages is defined for CNN backbones only')
     if out['zeroshot'] not in ('mahalanobis', 'pairs'):
         raise ValueError(f"zeroshot must be 'mahalanobis' or 'pairs', got {out['zeroshot']!r}")
     if out['native_mode'] not in ('tiles', 'interp'):
@@ -305,15 +319,21 @@ class CrossIQA(nn.Module):
         self.is_cnn = c['backbone'] in BACKBONE_CONFIGS
         if self.is_cnn:
             self.encoder = CNNQualityEncoder(c['backbone'], c['embed_dim'], c['num_heads'], c['trainable_stages'],
-                                             c['content_stage'], c['quality_stage'])
+                                             c['content_stage'], c['quality_stage'], c['quality_global_stages'])
         elif c['backbone'] in VIT_BACKBONE_CONFIGS:
             self.encoder = PretrainedViTEncoder(c['backbone'], c['trainable_stages'])
         else:
             self.encoder = CrossIQAEncoder(c['img_size'], c['patch_size'], c['embed_dim'], c['depth'],
                                            c['num_heads'], c['mlp_ratio'])
-        self.decoder = CrossIQADecoder((c['img_size'] // c['patch_size']) ** 2, c['patch_size'], c['embed_dim'],
-                                       c['decoder_dim'], c['decoder_depth'], c['decoder_heads'], c['mlp_ratio'],
-                                       c['decoder_condition'])
+        num_patches = (c['img_size'] // c['patch_size']) ** 2
+        if c['decoder'] == 'stats':
+            self.decoder = StatsDecoder(num_patches, c['embed_dim'], c['decoder_dim'], c['decoder_depth'],
+                                        c['decoder_heads'], c['mlp_ratio'],
+                                        (c['patch_size'] // c['stats_cell']) ** 2 * STATS_PER_CELL)
+        else:
+            self.decoder = CrossIQADecoder(num_patches, c['patch_size'], c['embed_dim'],
+                                           c['decoder_dim'], c['decoder_depth'], c['decoder_heads'], c['mlp_ratio'],
+                                           c['decoder_condition'])
         self.feature_dim = self._feature_dim_per_scale() * len(c['feature_scales'])
         # Head: standardise features, then a linear map. Fitted by scripts/fit_regressor.py.
         self.register_buffer('feat_mean', torch.zeros(self.feature_dim))

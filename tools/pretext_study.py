@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Design-study tool: each pretext encoder against the frozen backbone under the same head.
+
+    python tools/pretext_study.py --variant frozen --variant stats=runs/crossiqa_lite0_stats/crossiqa_lite0_stats.safetensors \
+        [--types all] [--out runs/study] [--steps fit independent real_noise ranking efficient]
+
+For every variant (``frozen`` = the ImageNet EfficientNet-Lite0 with no pretext; ``NAME=FILE`` = a
+pretext weight file) the same head recipe is fitted: ridge on CLIVE + the synthetic ranking pairs of
+``--types`` (``all``: the 25 KADID types and the camera family; ``kadid``: the 25 only), from
+``--regress`` (default options/regress/crossiqa_livec.yml). Then, in one run per step, every variant:
+
+1. ``fit``: CLIVE, 10 seeded 80/20 splits (median SRCC / PLCC), head on all images
+   (``scripts/fit_regressor.py``); the weight file is metric ``study-NAME``;
+2. ``independent``: distortions implemented outside the library on scikit-image photos
+   (``scripts/independent_check.py``);
+3. ``real_noise``: PolyU's 100 real noisy / clean pairs (``--polyu``);
+4. ``ranking``: Kodak24 L / D tests per type (``--kodak``, 6 images, 256-px crops);
+5. ``efficient``: the data-efficient probe with N = 25 and 50 labelled images.
+
+Everything is written under ``--out`` (``study.md`` collects the tables and the commands).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ('fit', 'independent', 'real_noise', 'ranking', 'efficient')
+
+
+def parse_variant(text: str) -> tuple[str, str | None]:
+    name, _, path = text.partition('=')
+    if not name or (name != 'frozen' and not path):
+        raise argparse.ArgumentTypeError(f'--variant is "frozen" or NAME=FILE, got {text!r}')
+    if path and not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f'--variant {name}: no file {path}')
+    return name, path or None
+
+
+def ranking_types(which: str) -> list[str]:
+    from crossiqa_pyiqa import degradations
+
+    if which == 'kadid':
+        return list(degradations.DEGRADATIONS)
+    if which == 'all':
+        return list(getattr(degradations, 'ALL_DEGRADATIONS', degradations.DEGRADATIONS))
+    return which.split(',')
+
+
+def run(cmd: list[str], env: dict[str, str], log: list[str], capture: bool = True) -> str:
+    text = ' '.join(shlex.quote(c) for c in cmd)
+    print(f'\n$ {text}', flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE if capture else None)
+    minutes = (time.time() - t0) / 60
+    if proc.returncode:
+        raise SystemExit(f'command failed ({proc.returncode}): {text}')
+    log.append(f'`{text}` ({minutes:.1f} min)')
+    out = proc.stdout or ''
+    print(out, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--variant', type=parse_variant, action='append', required=True)
+    p.add_argument('--types', default='all', help="ranking-pair types of the head: all | kadid | a,b,c")
+    p.add_argument('--regress', default='options/regress/crossiqa_livec.yml')
+    p.add_argument('--out', default='runs/study')
+    p.add_argument('--polyu', default='datasets/polyu/CroppedImages')
+    p.add_argument('--kodak', default='../shared/data/pristine/kodak24')
+    p.add_argument('--steps', nargs='+', default=list(STEPS), choices=STEPS)
+    p.add_argument('--threads', type=int, default=2)
+    args = p.parse_args(argv)
+
+    out = Path(args.out).resolve()
+    home = out / 'home'
+    (home / 'weights').mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, 'CROSSIQA_HOME': str(home), 'HF_HUB_OFFLINE': '1',
+           'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}
+    env.setdefault('TORCH_HOME', str(ROOT.parent / 'shared' / 'data' / 'torch_home'))
+    types = ranking_types(args.types)
+    regress = yaml.safe_load((ROOT / args.regress).read_text())
+    regress['regression']['ranking']['types'] = types
+    regress['cache_dir'] = str(out / 'cache')
+    regress_file = out / 'regress.yml'
+    regress_file.write_text(yaml.safe_dump(regress, sort_keys=False))
+    names = [f'study-{n}' for n, _ in args.variant]
+    py = sys.executable
+    log: list[str] = []
+    md = [f'# Pretext study ({time.strftime("%Y-%m-%d %H:%M")}, {os.cpu_count()} CPU threads)\n',
+          f'Head: ridge on CLIVE + ranking pairs of {len(types)} types ({args.types}); regress options '
+          f'{args.regress} (copied to {regress_file}).\n']
+
+    if 'fit' in args.steps:
+        rows = []
+        for (name, path), metric in zip(args.variant, names):
+            tokens = '[mean,std]' if path is None else '[mean,std,cls]'
+            summary = out / f'fit_{name}.json'
+            cmd = [py, 'scripts/fit_regressor.py', '-opt', str(regress_file), '--name', metric,
+                   '--out', str(home / 'weights' / f'{metric}.safetensors'), '--summary', str(summary),
+                   '--threads', str(args.threads), '--set', f'encoder.options.feature_tokens={tokens}']
+            if path:
+                cmd[3:3] = ['--encoder', path]
+            run(cmd, env, log)
+            s = json.loads(summary.read_text())
+            rows.append(f"| {name} | {s['srcc_median']:.4f} | {s['plcc_median']:.4f} |")
+        md += ['## CLIVE, 10 splits (median)\n', '| variant | SRCC | PLCC |', '|---|---|---|', *rows, '']
+    metrics_yml = out / 'metrics.yml'
+    metrics_yml.write_text(yaml.safe_dump({
+        m: {'metric_opts': {'type': 'CrossIQA', 'pretrained_model_path': str(home / 'weights' / f'{m}.safetensors'),
+                            'head': 'linear'},
+            'metric_mode': 'NR', 'lower_better': False, 'ranking': str(regress_file)} for m in names}))
+    if 'independent' in args.steps:
+        md += ['## Independent distortions (clean photo wins, of 6)\n',
+               run([py, 'scripts/independent_check.py', '-m', *names, '--threads', str(args.threads)], env, log)]
+    if 'real_noise' in args.steps:
+        md += ['## Real camera noise (PolyU)\n',
+               run([py, 'scripts/independent_check.py', '-m', *names, '--real_noise', args.polyu,
+                    '--threads', str(args.threads)], env, log)]
+    if 'ranking' in args.steps:
+        run([py, 'scripts/benchmark.py', '--mode', 'ranking', '-m', *names, '--metric_opt', str(metrics_yml),
+             '--pristine_dir', args.kodak, '--ranking_max_images', '6', '--ranking_crop', '256',
+             '--ranking_types', *types, '--out_dir', str(out / 'ranking'), '--markdown', str(out / 'ranking.md'),
+             '--threads', str(args.threads)], env, log)
+        md += ['## Kodak L / D per type\n', (out / 'ranking.md').read_text()]
+    if 'efficient' in args.steps:
+        run([py, 'scripts/benchmark.py', '--mode', 'efficient', '-m', *names, '--metric_opt', str(metrics_yml),
+             '-d', 'livec', '--data_opt', 'options/benchmark/datasets.yml', '--efficient_sizes', '25', '50',
+             '--out_dir', str(out / 'efficient'), '--markdown', str(out / 'efficient.md'),
+             '--threads', str(args.threads)], env, log)
+        md += ['## Data-efficient (CLIVE)\n', (out / 'efficient.md').read_text()]
+    md += ['## Commands\n', *[f'- {c}' for c in log]]
+    (out / 'study.md').write_text('\n'.join(md) + '\n')
+    print(f'wrote {out / "study.md"}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
