@@ -3,6 +3,14 @@
 
     python scripts/bench_pretrain.py [-opt options/pretrain/crossiqa_tiny_cpu.yml] [--crops 128 224]
                                      [--threads 2] [--steps 6] [--variants base nofused compile] [--json F]
+    python scripts/bench_pretrain.py -opt options/pretrain/crossiqa_lite0_cpu.yml --crops 224 --variants base \
+        --cached options/pretrain/crossiqa_lite0_stats.yml
+
+``--cached OPT`` also times a cached pretext (``task: crossiqa_cached_pretext``) in the same run:
+building its view cache (degradations + frozen stages, per view) and its training steps, and
+reports pairs per CPU hour with the cache build amortised over the run that OPT plans
+(``train.total_iter`` x batch pairs drawn from ``crops`` x ``views`` cached views), against
+the first row.
 
 Each variant times full training steps (degradation sampling + forward + backward +
 AdamW) on random crops after a warm-up step, and separately the degradation part
@@ -76,6 +84,59 @@ def time_loading(opt: dict, crop: int, batches: int = 5) -> float:
     return (time.perf_counter() - t) / batches
 
 
+def time_cached(opt: dict, steps: int, threads: int, crops: int = 8) -> dict:
+    """Seconds per cached view (build) and per training step of a crossiqa_cached_pretext options file."""
+    import tempfile
+
+    from crossiqa_pyiqa.train import cached_pretext  # noqa: F401  (registers the task)
+    from crossiqa_pyiqa.train.data import RandomCropDataset
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    task = build_task(opt)
+    d = opt['datasets']['train']
+    views, crop = int(d['view_cache'].get('views', 8)), int(d['crop_size'])
+    images = (torch.rand(crops, crop + 32, crop + 32, 3) * 255).to(torch.uint8).numpy()
+    with tempfile.TemporaryDirectory() as folder:
+        from PIL import Image
+
+        paths = []
+        for i, arr in enumerate(images):
+            paths.append(os.path.join(folder, f'{i}.png'))
+            Image.fromarray(arr).save(paths[-1])
+        dataset = RandomCropDataset(paths, crop, seed=0)
+        make = task._shard_maker(dataset, views)
+        task.model.eval()
+        make(0, 1)  # warm-up
+        t = time.perf_counter()
+        shard = make(0, crops)
+        build_per_view = (time.perf_counter() - t) / (crops * views)
+    task.model.train()
+    from crossiqa_pyiqa.train.view_cache import CachedPairDataset
+
+    pairs = CachedPairDataset(shard)
+    batch = int(d['batch_size_per_gpu'])
+    optim = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
+    step_times = []
+    for i in range(steps + 1):
+        items = [pairs[i * batch + j] for j in range(batch)]
+        b = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        t = time.perf_counter()
+        loss, _ = task(b)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if i:
+            step_times.append(time.perf_counter() - t)
+    step = float(np.median(step_times))
+    planned_pairs = int(opt['train']['total_iter']) * batch
+    cached_views = int(d['view_cache'].get('crops', 2048)) * views
+    amortised = step / batch + build_per_view * cached_views / planned_pairs
+    return {'variant': 'cached', 'crop': crop, 'batch': batch, 'threads': threads, 'step_s': step,
+            'pairs_per_s': batch / step, 'build_s_per_view': build_per_view, 'planned_pairs': planned_pairs,
+            'cached_views': cached_views, 'amortised_pairs_per_s': 1 / amortised}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-opt', default='options/pretrain/crossiqa_tiny_cpu.yml')
@@ -84,6 +145,7 @@ def main() -> int:
     p.add_argument('--steps', type=int, default=6)
     p.add_argument('--variants', nargs='+', default=['base', 'nofused', 'noself'])
     p.add_argument('--json')
+    p.add_argument('--cached', help='options of a cached pretext to time in the same run (see above)')
     args = p.parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     opt = load_options(args.opt)
@@ -96,6 +158,15 @@ def main() -> int:
                 r = rows[-1]
                 print(f"crop {crop} threads {threads} {variant:>8}: {r['pairs_per_s']:.1f} pairs/s "
                       f"(step {r['step_s']:.2f} s, degradations {100 * r['degrade_share']:.0f}%)", flush=True)
+    cached = None
+    if args.cached:
+        cached = time_cached(load_options(args.cached), args.steps, args.threads[0])
+        base = rows[0]['pairs_per_s']
+        print(f"cached {args.cached}: steps {cached['pairs_per_s']:.1f} pairs/s ({cached['pairs_per_s'] / base:.1f}x "
+              f"the first row), view cache {1000 * cached['build_s_per_view']:.0f} ms/view, amortised over the "
+              f"planned run ({cached['planned_pairs']} pairs from {cached['cached_views']} views): "
+              f"{cached['amortised_pairs_per_s']:.1f} pairs/s = {cached['amortised_pairs_per_s'] / base:.1f}x; "
+              f"pairs per CPU hour {3600 * base:.0f} -> {3600 * cached['amortised_pairs_per_s']:.0f}", flush=True)
     loading = {crop: time_loading(opt, crop) for crop in args.crops}
     print(f'\nwall time {time.time() - t0:.0f} s; batch {rows[0]["batch"]}\n')
     print('| crop | threads | variant | pairs/s | step (s) | degradation share | image loading (s/batch, uncached) |')
@@ -105,7 +176,7 @@ def main() -> int:
               f"{100 * r['degrade_share']:.0f}% | {loading[r['crop']]:.2f} |")
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'rows': rows, 'loading_s_per_batch': loading}, f, indent=1)
+            json.dump({'rows': rows, 'cached': cached, 'loading_s_per_batch': loading}, f, indent=1)
     return 0
 
 

@@ -10,7 +10,7 @@ pretext weight file) the same head recipe is fitted: ridge on CLIVE + the synthe
 ``--regress`` (default options/regress/crossiqa_livec.yml). Then, in one run per step, every variant:
 
 1. ``fit``: CLIVE, 10 seeded 80/20 splits (median SRCC / PLCC), head on all images
-   (``scripts/fit_regressor.py``); the weight file is metric ``study-NAME``;
+   (``scripts/fit_regressor.py``); the weight file is metric ``crossiqa-study-NAME``;
 2. ``independent``: distortions implemented outside the library on scikit-image photos
    (``scripts/independent_check.py``);
 3. ``real_noise``: PolyU's 100 real noisy / clean pairs (``--polyu``);
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--kodak', default='../shared/data/pristine/kodak24')
     p.add_argument('--steps', nargs='+', default=list(STEPS), choices=STEPS)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--cache', default='runs/study_cache', help='feature cache shared by studies (per encoder and data)')
     args = p.parse_args(argv)
 
     out = Path(args.out).resolve()
@@ -90,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     types = ranking_types(args.types)
     regress = yaml.safe_load((ROOT / args.regress).read_text())
     regress['regression']['ranking']['types'] = types
-    regress['cache_dir'] = str(out / 'cache')
+    regress['cache_dir'] = str(Path(args.cache).resolve())
     regress_file = out / 'regress.yml'
     regress_file.write_text(yaml.safe_dump(regress, sort_keys=False))
-    names = [f'study-{n}' for n, _ in args.variant]
+    names = [f'crossiqa-study-{n}' for n, _ in args.variant]
     py = sys.executable
     log: list[str] = []
     md = [f'# Pretext study ({time.strftime("%Y-%m-%d %H:%M")}, {os.cpu_count()} CPU threads)\n',

@@ -81,7 +81,7 @@ class CachedCrossIQAPretext(PretextTask):
     # ------------------------------------------------------------------ cache
     def cache_key(self, paths: Sequence[str]) -> dict[str, Any]:
         from crossiqa_pyiqa.options import to_plain
-        from crossiqa_pyiqa.train.view_cache import frozen_weights_digest, images_digest
+        from crossiqa_pyiqa.train.view_cache import degradations_code_digest, frozen_weights_digest, images_digest
 
         c, enc = self.model.config, self.model.encoder
         return {'backbone': c['backbone'], 'first_trainable_stage': enc.backbone.first_trainable,
@@ -89,6 +89,7 @@ class CachedCrossIQAPretext(PretextTask):
                 'crop_size': self.crop, 'patch_size': c['patch_size'], 'stats_cell': c['stats_cell'],
                 'quality_global_stages': list(enc.global_stages),
                 'degradations': json.loads(json.dumps(to_plain(self.degradation_opts), sort_keys=True)),
+                'degradations_code_sha256': degradations_code_digest(),
                 'images': len(paths), 'images_sha256': images_digest(paths), 'seed': self.seed}
 
     def _shard_maker(self, crops_dataset: Dataset, views: int) -> Callable[[int, int], dict[str, torch.Tensor]]:

@@ -47,6 +47,18 @@ def frozen_weights_digest(backbone: torch.nn.Module, first_trainable: int) -> st
     return h.hexdigest()
 
 
+def degradations_code_digest() -> str:
+    """SHA-256 of the degradation library's source: a cache made by other code is another cache."""
+    from pathlib import Path
+
+    import crossiqa_pyiqa.degradations as package
+
+    h = hashlib.sha256()
+    for path in sorted(Path(package.__file__).parent.glob('*.py')):
+        h.update(path.name.encode() + b'\0' + path.read_bytes())
+    return h.hexdigest()
+
+
 def images_digest(paths: Sequence[str]) -> str:
     h = hashlib.sha256()
     for p in paths:
