@@ -31,6 +31,7 @@ from pyiqa.utils.registry import ARCH_REGISTRY
 from crossiqa_pyiqa.archs.backbones import (NUM_STAGES, BACKBONE_CONFIGS, VIT_BACKBONE_CONFIGS, load_backbone_weights,
                                             stage_channels)
 from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
+from crossiqa_pyiqa.archs.precision import apply_keeping_float32, full_precision, module_dtype
 from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
 from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_named_or_path
 
@@ -251,6 +252,10 @@ class CrossIQA(nn.Module):
     """
 
     ARCH_NAME = 'CrossIQA'
+    #: pyiqa's ``check_input_range``: set per metric (False for ``as_loss=True``) by ``inputs.attach_to_inference_model``.
+    check_input_range = True
+    #: Stay float32 under ``half()`` / ``bfloat16()`` (with the head): see ``archs.precision``.
+    FLOAT32_BUFFERS = ('feat_mean', 'feat_std', 'pristine_mean', 'pristine_cov', 'zs_mean', 'zs_std', 'zs_coef')
     INFERENCE_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'tile_batch',
                                 'max_tokens', 'max_pixels', 'init_weights'})
     #: Inference options that change the features a fitted head reads (only ``tile_batch`` does not).
@@ -342,6 +347,9 @@ class CrossIQA(nn.Module):
             for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
                 p.requires_grad_(False)
         self.eval()
+
+    def _apply(self, fn, recurse=True):  # half(): network weights in half, head and statistics float32
+        return apply_keeping_float32(self, super()._apply, fn, recurse, self.FLOAT32_BUFFERS, ('head',))
 
     def _feature_dim_per_scale(self) -> int:
         c = self.config
@@ -458,10 +466,11 @@ class CrossIQA(nn.Module):
         return max(self.patch_size, math.ceil(2 * self.patch_size / min(self.config['feature_scales'])))
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The checked float32 batch (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
+        """The checked batch in the encoder's dtype (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
         from crossiqa_pyiqa.inputs import check_image_batch
 
-        return check_image_batch(x, 'CrossIQA', self.min_input_size)
+        return check_image_batch(x, 'CrossIQA', self.min_input_size, check_range=self.check_input_range,
+                                 dtype=module_dtype(self.encoder))
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.prepare_input(x)
@@ -543,7 +552,7 @@ class CrossIQA(nn.Module):
         return feats.reshape(b, n_tiles, -1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The exact features the head consumes: (B, feature_dim), averaged over tiles, per scale."""
+        """The exact features the head consumes: (B, feature_dim) float32, averaged over tiles, per scale."""
         x = self._check_input(x)
         per_scale = []
         for scale in self.config['feature_scales']:
@@ -551,8 +560,10 @@ class CrossIQA(nn.Module):
             if scale != 1.0:
                 size = (max(self.patch_size, round(x.shape[-2] * scale)),
                         max(self.patch_size, round(x.shape[-1] * scale)))
-                xs = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
-            per_scale.append(self._features_one_scale(xs).mean(dim=1))
+                # antialiased resize in float32 (CPU has no half kernel); a no-op cast for float32 input
+                xs = F.interpolate(x.float(), size=size, mode='bilinear', align_corners=False,
+                                   antialias=True).to(x.dtype)
+            per_scale.append(self._features_one_scale(xs).float().mean(dim=1))
         return torch.cat(per_scale, dim=-1)
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
@@ -576,8 +587,9 @@ class CrossIQA(nn.Module):
                                f'options/regress/crossiqa_livec.yml --encoder {self._unfitted_head_file}`, or use '
                                'forward_features() for features.')
         features = self.forward_features(x)
-        if self.head_type == 'zeroshot':
-            if self.config['zeroshot'] == 'pairs':
-                return self.zeroshot_pairs_score(features)[:, None]
-            return self.zeroshot_distance(features)[:, None]
-        return self.head(self.standardise(features))
+        with full_precision(features.device):  # under autocast too: the head reads float32, scores are float32
+            if self.head_type == 'zeroshot':
+                if self.config['zeroshot'] == 'pairs':
+                    return self.zeroshot_pairs_score(features)[:, None]
+                return self.zeroshot_distance(features)[:, None]
+            return self.head(self.standardise(features))
