@@ -25,6 +25,12 @@ PLUGIN_METRICS: dict[str, dict[str, Any]] = {
 _REGISTERED = False
 
 
+def parse_score_range(text: str) -> tuple[float, float]:
+    """``'~-10, ~130'`` → ``(-10.0, 130.0)`` (pyiqa's ``score_range`` strings; ``~`` marks a measured bound)."""
+    lo, hi = (part.strip().lstrip('~') for part in text.split(','))
+    return float(lo), float(hi)
+
+
 def register_metric(name: str, metric_opts: dict[str, Any], lower_better: bool = False,
                     score_range: str = '~0, ~100', override: bool = True) -> None:
     """Add (or replace) one NR metric entry in pyiqa's ``DEFAULT_CONFIGS``."""

@@ -252,6 +252,9 @@ class CrossIQA(nn.Module):
     """
 
     ARCH_NAME = 'CrossIQA'
+    #: CNN: from ``max_pixels`` to ``(1 + TILE_BLEND) * max_pixels`` pixels the features blend linearly from the
+    #: whole image to its tiles (whole-image memory is bounded by that); larger images are read in tiles only.
+    TILE_BLEND = 0.25
     #: pyiqa's ``check_input_range``: set per metric (False for ``as_loss=True``) by ``inputs.attach_to_inference_model``.
     check_input_range = True
     #: Stay float32 under ``half()`` / ``bfloat16()`` (with the head): see ``archs.precision``.
@@ -527,16 +530,42 @@ class CrossIQA(nn.Module):
         tiles = torch.stack([x[:, :, y:y + th, x0:x0 + tw] for y in ys for x0 in xs], dim=1)
         return tiles.flatten(0, 1), len(ys) * len(xs)
 
+    @staticmethod
+    def _axis_tiles(length: int, tile: int) -> tuple[list[int], list[float]]:
+        """Starts and weights of tiles along one axis: tiles at 0, T, 2T, ... and one aligned to the edge,
+        weighted by the share of new pixels it adds, so a pixel more never changes the mean by a jump."""
+        if length <= tile:
+            return [0], [1.0]
+        n = math.ceil(length / tile)
+        return [i * tile for i in range(n - 1)] + [length - tile], [1.0] * (n - 1) + [(length - (n - 1) * tile) / tile]
+
+    def _weighted_tile_features(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+        """CNN above ``max_pixels``: the weighted mean of the features of ``tile``-pixel tiles, (B, F) float32."""
+        h, w = x.shape[-2:]
+        th, tw = min(tile, h), min(tile, w)
+        ys, wy = self._axis_tiles(h, th)
+        xs, wx = self._axis_tiles(w, tw)
+        total, weight = 0.0, 0.0
+        for y, a in zip(ys, wy):
+            for x0, b in zip(xs, wx):
+                total = total + a * b * self._encode_features(x[:, :, y:y + th, x0:x0 + tw]).float()
+                weight += a * b
+        return total / weight
+
     def _features_one_scale(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
         b = x.shape[0]
         if self.is_cnn:  # the whole image at once; huge images in tiles of about max_pixels
             h, w = x.shape[-2:]
-            if h * w <= c['max_pixels']:
+            limit = c['max_pixels']
+            if h * w <= limit:  # what the head was fitted on: unchanged
                 return self._encode_features(x)[:, None]
-            tile = max(self.min_input_size, int(math.sqrt(c['max_pixels'])) // 32 * 32)
-            tiles, n_tiles = self._tiles(x, tile)
-            return torch.cat([self._encode_features(t[None]) for t in tiles]).reshape(b, n_tiles, -1)
+            tiled = self._weighted_tile_features(x, max(self.min_input_size, int(math.sqrt(limit)) // 32 * 32))
+            t = (h * w - limit) / (self.TILE_BLEND * limit)
+            if t >= 1:
+                return tiled[:, None]
+            # just above the limit: blend whole-image and tile features, so the score has no jump there
+            return ((1 - t) * self._encode_features(x).float() + t * tiled)[:, None]
         if c['native_mode'] == 'interp':
             p = self.patch_size
             h, w = x.shape[-2:]
