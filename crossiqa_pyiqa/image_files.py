@@ -105,7 +105,8 @@ def scan_folder(folder: str, dedupe_files: bool = True) -> FolderScan:
             try:
                 st = os.stat(path)
             except OSError as error:
-                scan.unreadable.append((path, error.strerror or type(error).__name__))
+                why = 'broken symbolic link' if os.path.islink(path) else error.strerror or type(error).__name__
+                scan.unreadable.append((path, why))
                 continue
             key = (st.st_dev, st.st_ino)
             if dedupe_files and key in seen_files:
