@@ -4,24 +4,71 @@ pyiqa's own ``pyiqa`` command checks the metric name against ``DEFAULT_CONFIGS``
 before anything could load a plugin, so ``pyiqa crossiqa -t img.png`` cannot work
 without patching pyiqa. This command mirrors its flags instead::
 
-    crossiqa-pyiqa score -t PATH [-r REF] [-m crossiqa niqe ...] [--csv out.csv]
+    crossiqa-pyiqa score -t PATH [-r REF] [-m crossiqa niqe ...] [--csv out.csv [--resume | --overwrite]]
     crossiqa-pyiqa list
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
-from typing import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 SKIMAGE_SAMPLES = ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry', 'retina')
 
+#: Exit statuses (also in ``--help`` and the README).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+SCORE_EPILOG = """\
+defaults:
+  -t          scikit-image's sample photos when no target is given
+  -m          crossiqa (higher is better, CLIVE MOS scale)
+  --device    cuda if a GPU is available, else cpu
+  --reader    auto: the plugin's metrics read files with the plugin's reader (EXIF orientation,
+              16-bit, alpha over white); pyiqa's own metrics with pyiqa's reader, exactly as
+              pyiqa.create_metric(name)(path) does. 'plugin' or 'pyiqa' use one reader for all.
+  --workers   images decoded ahead in parallel threads (default: min(4, CPU count))
+
+folders: listed recursively (links followed, each file once) by extension, case-insensitive:
+  .bmp .gif .jpeg .jpg .pgm .png .pnm .ppm .tif .tiff .webp. Every other file, every folder
+  that cannot be read and every duplicate link is counted and named on stderr.
+
+references (-r, full-reference metrics): a file is the reference of every target; a folder
+  is matched by file name: the same relative path, else the same file name, else the same
+  name without extension (unique). The CSV records the reference used.
+
+CSV (--csv FILE): columns image[,reference],<metric>...,errors; one row per image, written and
+  flushed as soon as it is scored (Ctrl-C keeps the rows). An existing FILE is refused unless
+  --resume (keep its rows, score only the images not in it) or --overwrite is given; a FILE
+  another run is writing is refused (an advisory lock); an image, an input (same inode, any
+  name) or a folder is never overwritten. A write error (disk full, file-size limit) stops
+  the run with one line; the rows written so far stay intact (no half row) for --resume.
+
+exit status:
+  0    every image scored by every metric
+  1    some images or metrics failed (their cells are empty; the errors column says why),
+       or some image files or folders could not be read or are of formats not read here
+  2    usage error (bad option, path, metric, or --csv refused); nothing was scored
+  3    the CSV could not be written; the rows written before are intact
+  130  interrupted (Ctrl-C); the rows written before are intact
+"""
+
+
+class UsageError(Exception):
+    """A bad option or path: one line on stderr, exit status 2, nothing scored."""
+
+
+class CsvWriteError(Exception):
+    """The CSV could not be written: one line on stderr, exit status 3."""
+
+
+# ------------------------------------------------------------------------------ inputs
 def _skimage_images() -> list[tuple[str, torch.Tensor]]:
     """scikit-image's bundled colour photographs: a folder to score on a fresh machine."""
     import skimage.data
@@ -37,46 +84,53 @@ def _skimage_images() -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def _scan_folder(folder: str) -> tuple[list[tuple[str, str]], int]:
-    """Image files under ``folder`` (symlinks followed, each real folder and file once), labelled by their
-    path relative to ``folder``; returns ``(items, duplicates)`` where duplicates were reached twice."""
-    from pyiqa.utils.img_util import is_image_file
+def _collect(target: str, what: str = 'target'):
+    """``(items, scan)``: ``(label, path)`` of the images of a file or folder, and the folder scan (or None)."""
+    from crossiqa_pyiqa.image_files import scan_folder
 
-    items, seen_dirs, seen_files, duplicates = [], set(), set(), 0
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen_dirs:  # a symlink loop, or a second link to a folder already listed
-            dirs[:] = []
-            continue
-        seen_dirs.add(real)
-        dirs.sort()
-        for name in sorted(files):
-            if not is_image_file(name):
-                continue
-            path = os.path.join(root, name)
-            key = os.path.realpath(path)
-            if key in seen_files:
-                duplicates += 1
-                continue
-            seen_files.add(key)
-            items.append((os.path.relpath(path, folder), path))
-    items.sort()
-    return items, duplicates
+    if os.path.isdir(target):
+        scan = scan_folder(target)
+        if not scan.images:
+            found = f' ({len(scan.skipped)} other file(s), {len(scan.unreadable)} unreadable path(s))' \
+                if scan.skipped or scan.unreadable else ''
+            raise UsageError(f'no image files found in {what} folder {target}{found}')
+        return [(os.path.relpath(p, target), p) for p in scan.images], scan
+    if not os.path.exists(target):
+        raise UsageError(f'{what} not found: {target}')
+    return [(target, target)], None
 
 
 def _list_targets(target: str) -> list[tuple[str, str]]:
     """``(label, path)`` of the images to score: a file as given, a folder's images relative to it."""
-    if os.path.isdir(target):
-        items, duplicates = _scan_folder(target)
-        if not items:
-            raise SystemExit(f'crossiqa-pyiqa: error: no image files found in {target}')
-        if duplicates:
-            print(f'{duplicates} path(s) under {target} lead to files already listed (symbolic links); '
-                  'each file is scored once.', file=sys.stderr)
-        return items
-    if not os.path.exists(target):
-        raise SystemExit(f'crossiqa-pyiqa: error: target not found: {target}')
-    return [(target, target)]
+    try:
+        return _collect(target)[0]
+    except UsageError as error:
+        raise SystemExit(f'crossiqa-pyiqa: error: {error}')
+
+
+def match_references(items: Sequence[tuple[str, Any]], ref: str) -> tuple[list[tuple[str, str] | None], Any]:
+    """Each target's ``(reference label, reference path)`` by file name, or None when there is none."""
+    refs, scan = _collect(ref, 'reference')
+    if scan is None:  # one reference file for every target
+        return [refs[0] for _ in items], None
+    by_label = {label: (label, path) for label, path in refs}
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    by_stem: dict[str, list[tuple[str, str]]] = {}
+    for label, path in refs:
+        by_name.setdefault(os.path.basename(label), []).append((label, path))
+        by_stem.setdefault(os.path.splitext(os.path.basename(label))[0], []).append((label, path))
+    out: list[tuple[str, str] | None] = []
+    for label, _ in items:
+        name = os.path.basename(label)
+        if label in by_label:
+            out.append(by_label[label])
+        elif len(by_name.get(name, ())) == 1:
+            out.append(by_name[name][0])
+        elif len(by_stem.get(os.path.splitext(name)[0], ())) == 1:
+            out.append(by_stem[os.path.splitext(name)[0]][0])
+        else:
+            out.append(None)
+    return out, scan
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -86,38 +140,53 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise SystemExit(f'crossiqa-pyiqa: error: --device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)')
+        raise UsageError(f'--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)')
     if device.type == 'cuda':
         if not torch.cuda.is_available():
-            raise SystemExit(f'crossiqa-pyiqa: error: --device {name}: no CUDA GPU is available here; use --device cpu')
+            raise UsageError(f'--device {name}: no CUDA GPU is available here; use --device cpu')
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise SystemExit(f'crossiqa-pyiqa: error: --device {name}: only {torch.cuda.device_count()} CUDA '
-                             'device(s) here')
+            raise UsageError(f'--device {name}: only {torch.cuda.device_count()} CUDA device(s) here')
     try:
         torch.empty(1, device=device)
     except Exception as error:  # mps without a GPU, xpu without a driver...
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SystemExit(f'crossiqa-pyiqa: error: --device {name} cannot be used: {message}')
+        raise UsageError(f'--device {name} cannot be used: {message}')
     return device
 
 
-def check_output(path: str, inputs: Sequence[str]) -> None:
-    """Refuse a --csv path that cannot be written, or that would overwrite an input or another image."""
-    from pyiqa.utils.img_util import is_image_file
+# ------------------------------------------------------------------------------ output
+def _is_image_content(path: str) -> bool:
+    """Whether Pillow recognises the file's content as an image (whatever its name)."""
+    from PIL import Image
 
+    try:
+        with Image.open(path):
+            return True
+    except Exception:  # not an image (or unreadable): not ours to protect here
+        return False
+
+
+def check_output(path: str, inputs: Sequence[str]) -> None:
+    """Refuse a --csv path that cannot be written, or that is an input or another image (by inode and content)."""
     if os.path.isdir(path):
-        raise SystemExit(f'crossiqa-pyiqa: error: --csv {path} is a folder; give a file name')
-    real = os.path.realpath(path)
-    if real in {os.path.realpath(p) for p in inputs}:
-        raise SystemExit(f'crossiqa-pyiqa: error: --csv {path} is one of the images to score; it would be '
-                         'overwritten. Choose another file name.')
-    if os.path.exists(path) and is_image_file(path):
-        raise SystemExit(f'crossiqa-pyiqa: error: --csv {path} is an existing image file; refusing to overwrite it')
+        raise UsageError(f'--csv {path} is a folder; give a file name')
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise SystemExit(f'crossiqa-pyiqa: error: --csv {path}: {parent} is not an existing folder')
+        raise UsageError(f'--csv {path}: {parent} is not an existing folder')
+    if os.path.exists(path):
+        st = os.stat(path)
+        for p in inputs:
+            try:
+                other = os.stat(p)
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                raise UsageError(f'--csv {path} is one of the images to score ({p}, the same file); it would be '
+                                 'overwritten. Choose another file name.')
+        if _is_image_content(path):
+            raise UsageError(f'--csv {path} is an existing image file; refusing to overwrite it')
     if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise SystemExit(f'crossiqa-pyiqa: error: --csv {path} cannot be written (permission denied)')
+        raise UsageError(f'--csv {path} cannot be written (permission denied)')
 
 
 def _one_line(error: BaseException) -> str:
@@ -125,116 +194,389 @@ def _one_line(error: BaseException) -> str:
     return f'{type(error).__name__}: {text[0] if text else ""}'.rstrip(': ')
 
 
+class CsvOutput:
+    """The CSV, one complete row per write: locked against other runs, resumable, never a half row.
+
+    Each row is encoded first and written with ``os.write`` (no buffering); if a write fails
+    part-way (disk full, file-size limit) the file is cut back to the last complete row.
+    """
+
+    def __init__(self, path: str, fieldnames: list[str], resume: bool, overwrite: bool) -> None:
+        self.path, self.fieldnames = path, fieldnames
+        self.kept: list[dict[str, str]] = []
+        self.dropped_partial = False
+        existed = os.path.exists(path)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UsageError(f'--csv {path}: {_one_line(error)}')
+        locked = False
+        try:
+            self._lock()
+            locked = True
+            if existed and not (resume or overwrite):
+                raise UsageError(f'--csv {path} already exists; pass --resume to keep its rows and score the other '
+                                 'images, or --overwrite to replace it')
+            if resume and existed:
+                self._read_existing()
+            else:
+                self._truncate(0)
+            if self._size() == 0:
+                self._write(self._encode(dict(zip(fieldnames, fieldnames))))
+        except BaseException:
+            if locked and not existed and os.path.getsize(path) == 0:
+                os.remove(path)  # created by this run, nothing in it
+            os.close(self.fd)
+            raise
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory lock
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f'--csv {self.path} is being written by another crossiqa-pyiqa run (it holds the file\'s '
+                             'lock); wait for it, or choose another file') from None
+
+    def _size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def _truncate(self, size: int) -> None:
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError:  # not a regular file (a device, a pipe): nothing to cut
+            pass
+        os.lseek(self.fd, size, os.SEEK_SET)
+
+    def _read_existing(self) -> None:
+        size = self._size()
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        data = b''
+        while len(data) < size:
+            chunk = os.read(self.fd, size - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if data and not data.endswith(b'\n'):  # a row cut by a crash: drop it, its image is scored again
+            data = data[:data.rfind(b'\n') + 1]
+            self.dropped_partial = True
+        try:
+            text = data.decode('utf-8')
+        except UnicodeDecodeError:
+            raise UsageError(f'--resume: {self.path} is not a CSV written by crossiqa-pyiqa (not UTF-8 text)') from None
+        rows = list(csv.reader(io.StringIO(text, newline='')))
+        if rows:
+            if rows[0] != self.fieldnames:
+                raise UsageError(f'--resume: {self.path} has the columns {",".join(rows[0])[:200]}; this run writes '
+                                 f'{",".join(self.fieldnames)} (the same -m metrics, and -r, are needed to resume); '
+                                 'use --overwrite or another file')
+            for values in rows[1:]:
+                if len(values) != len(self.fieldnames):
+                    raise UsageError(f'--resume: {self.path} has a row with {len(values)} cells, expected '
+                                     f'{len(self.fieldnames)}; use --overwrite or another file')
+                self.kept.append(dict(zip(self.fieldnames, values)))
+        self._truncate(len(data))
+
+    def _encode(self, row: dict[str, Any]) -> bytes:
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self.fieldnames, lineterminator='\n').writerow(row)
+        return buf.getvalue().encode('utf-8')
+
+    def _write(self, data: bytes) -> None:
+        start = os.lseek(self.fd, 0, os.SEEK_CUR)
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError as error:
+            self._truncate(start)  # no half row: the file ends with the last complete one
+            raise CsvWriteError(f'writing --csv {self.path} failed: {_one_line(error)}') from error
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        self._write(self._encode(row))
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)  # also releases the lock
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------------ reading
+def _plugin_metric(metric: Any) -> bool:
+    from crossiqa_pyiqa.inputs import _BatchedTensorReader
+
+    return isinstance(getattr(metric, '__dict__', {}).get('_to_batched_tensor'), _BatchedTensorReader)
+
+
+def _readers(kinds: set[str]) -> dict[str, Callable[[str], torch.Tensor]]:
+    from pyiqa.utils.img_util import imread2tensor
+
+    from crossiqa_pyiqa.inputs import read_image
+
+    def pyiqa_reader(path: str) -> torch.Tensor:  # what InferenceModel._to_batched_tensor does with a path
+        if not os.path.exists(path):
+            raise FileNotFoundError(f'Image file not found: {path}')
+        return imread2tensor(path, rgb=True).unsqueeze(0)
+
+    table = {'plugin': lambda path: read_image(path)[None], 'pyiqa': pyiqa_reader}
+    return {k: table[k] for k in kinds}
+
+
+def _decoded(items: Sequence[tuple[str, Any, tuple[str, str] | None]], readers: dict[str, Callable],
+             workers: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """For each item, in order: ``({kind: tensor or exception}, {kind: reference tensor or exception})``,
+    decoded ``workers`` images ahead in threads (Pillow and numpy release the GIL)."""
+
+    def load(source: Any, ref: tuple[str, str] | None):
+        out, ref_out = {}, {}
+        for kind, read in readers.items():
+            try:
+                out[kind] = source if torch.is_tensor(source) else read(source)
+            except Exception as error:  # noqa: BLE001  (one unreadable file must not end the run)
+                out[kind] = error
+            if ref is not None:
+                try:
+                    ref_out[kind] = read(ref[1])
+                except Exception as error:  # noqa: BLE001
+                    ref_out[kind] = error
+        return out, ref_out
+
+    if workers <= 1:
+        for _, source, ref in items:
+            yield load(source, ref)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        it = iter(items)
+        for _ in range(2 * workers):
+            nxt = next(it, None)
+            if nxt is None:
+                break
+            pending.append(pool.submit(load, nxt[1], nxt[2]))
+        while pending:
+            result = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt[1], nxt[2]))
+            yield result
+
+
+# ------------------------------------------------------------------------------ printing
+class _Stdout:
+    """stdout that survives a closed pipe (``| head``): the rest of the table is dropped, no traceback."""
+
+    closed = False
+
+    @classmethod
+    def print(cls, text: str) -> None:
+        if cls.closed:
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            cls.closed = True
+            try:  # later writes (and the interpreter's final flush) go nowhere
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+
+
+def _warn(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+# ------------------------------------------------------------------------------ scoring
 def score_command(args: argparse.Namespace) -> int:
     import pyiqa
 
     import crossiqa_pyiqa  # noqa: F401  (registers the plugin's metrics)
-    from crossiqa_pyiqa.inputs import read_image
 
+    if args.resume and args.overwrite:
+        raise UsageError('--resume and --overwrite exclude each other')
+    if (args.resume or args.overwrite) and not args.csv:
+        raise UsageError('--resume and --overwrite apply to --csv FILE')
+    if args.workers is not None and args.workers < 0:
+        raise UsageError('--workers must be >= 0')
     device = resolve_device(args.device)
     for name in args.metric:
         if name not in pyiqa.list_models():
-            raise SystemExit(f'crossiqa-pyiqa: error: unknown metric {name!r}; see `crossiqa-pyiqa list`.')
+            raise UsageError(f'unknown metric {name!r}; see `crossiqa-pyiqa list`.')
+    scans = []
     if args.target is None:
-        items: list[tuple[str, object]] = _skimage_images()
-        print(f'No target given: scoring {len(items)} images that ship with scikit-image.', file=sys.stderr)
+        if args.ref is not None:
+            raise UsageError('-r REF needs -t TARGET (references are matched to the targets by file name)')
+        items: list[tuple[str, Any]] = _skimage_images()
+        _warn(f'No target given: scoring {len(items)} images that ship with scikit-image.')
     else:
-        items = list(_list_targets(args.target))
-    refs = None
+        items, scan = _collect(args.target)
+        scans.append(scan)
+    refs: list[tuple[str, str] | None] = [None] * len(items)
     if args.ref is not None:
-        refs = [p for _, p in _list_targets(args.ref)]
-        if len(refs) != len(items):
-            raise SystemExit(f'crossiqa-pyiqa: error: {len(items)} target images but {len(refs)} reference images')
+        refs, ref_scan = match_references(items, args.ref)
+        scans.append(ref_scan)
+        if not any(refs):
+            raise UsageError(f'no reference in {args.ref} has the file name of a target image (references are '
+                             'matched by relative path, file name, or name without extension)')
+    fieldnames = ['image', *(['reference'] if args.ref is not None else []), *args.metric, 'errors']
+    inputs = [s for _, s in items if isinstance(s, str)] + [r[1] for r in refs if r is not None]
+    out = None
     if args.csv:  # before any metric is built or image scored: a bad path never costs the results
-        check_output(args.csv, [s for _, s in items if isinstance(s, str)] + (refs or []))
+        check_output(args.csv, inputs)
+        out = CsvOutput(args.csv, fieldnames, args.resume, args.overwrite)
+    try:
+        return _score(args, pyiqa, device, items, refs, scans, fieldnames, out)
+    finally:
+        if out is not None:
+            out.close()
 
+
+def _score(args, pyiqa, device, items, refs, scans, fieldnames, out: CsvOutput | None) -> int:
     metrics = {}
     for name in args.metric:
         try:
             metrics[name] = pyiqa.create_metric(name, device=device)
         except Exception as error:
-            raise SystemExit(f'crossiqa-pyiqa: error: metric {name!r} cannot be built: {_one_line(error)}')
+            raise UsageError(f'metric {name!r} cannot be built: {_one_line(error)}')
+    kind_of = {name: ('plugin' if _plugin_metric(m) else 'pyiqa') if args.reader == 'auto' else args.reader
+               for name, m in metrics.items()}
+    readers = _readers(set(kind_of.values()))
 
-    out, writer = None, None
-    if args.csv:
-        try:
-            out = open(args.csv, 'w', newline='')
-        except OSError as error:
-            raise SystemExit(f'crossiqa-pyiqa: error: --csv {args.csv}: {_one_line(error)}')
-        writer = csv.DictWriter(out, fieldnames=['image', *args.metric, 'errors'])
-        writer.writeheader()
-        out.flush()
+    problems = []  # skipped and unreadable paths: counted and named
+    for scan in scans:
+        if scan is not None:
+            for line in scan.report_lines():
+                _warn(line)
+            problems += [p for p, _ in scan.unreadable] + scan.unsupported
 
-    rows, failures, interrupted = [], [], False
+    rows: list[dict[str, Any]] = []
+    if out is not None and out.kept:
+        done = set()
+        for kept in out.kept:
+            row: dict[str, Any] = dict(kept)
+            for name in metrics:
+                try:
+                    row[name] = float(kept[name])
+                except ValueError:
+                    row.pop(name)
+            rows.append(row)
+            done.add(kept['image'])
+        todo = [i for i, (label, _) in enumerate(items) if label not in done]
+        _warn(f'--resume: kept {len(out.kept)} row(s) of {args.csv}; {len(todo)} of {len(items)} image(s) left '
+              'to score' + ('; a cut last row was dropped and its image is scored again' if out.dropped_partial else ''))
+    else:
+        todo = list(range(len(items)))
+        if out is not None and out.dropped_partial:
+            _warn(f'--resume: a cut last row of {args.csv} was dropped')
+
+    workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
+    work = [(items[i][0], items[i][1], refs[i]) for i in todo]
+    from tqdm import tqdm
+
+    failures: list[tuple[str, str, str]] = []
+    for row in rows:  # failures kept from the resumed CSV count too
+        if row.get('errors'):
+            failures.append((row['image'], 'resumed', row['errors']))
+    scored, interrupted, write_error = 0, False, None
     try:
-        for i, (label, source) in enumerate(tqdm(items, unit='image', desc='scoring', disable=args.quiet)):
-            row: dict[str, object] = {'image': label}
+        progress = tqdm(total=len(work), unit='image', desc='scoring', disable=args.quiet)
+        for (label, _, ref), (xs, ref_xs) in zip(work, _decoded(work, readers, workers)):
+            row = {'image': label}
+            if args.ref is not None:
+                row['reference'] = ref[0] if ref is not None else ''
             errors: dict[str, str] = {}
-            try:
-                x = source if torch.is_tensor(source) else read_image(source)[None]
-                ref = read_image(refs[i])[None] if refs is not None else None
-            except Exception as error:  # unreadable file: every metric fails on it
-                errors = {name: _one_line(error) for name in metrics}
-            else:
-                for name, metric in metrics.items():
-                    try:
-                        if metric.metric_mode == 'FR':
-                            if ref is None:
-                                raise ValueError(f'{name} is a full-reference metric: pass -r REF')
-                            value = metric(x, ref)
-                        else:
-                            value = metric(x)
-                        row[name] = float(value.reshape(-1)[0].item())
-                    except Exception as error:  # one metric failing keeps the others' scores
-                        errors[name] = _one_line(error)
+            for name, metric in metrics.items():
+                kind = kind_of[name]
+                try:
+                    x = xs[kind]
+                    if isinstance(x, Exception):
+                        raise x
+                    if metric.metric_mode == 'FR':
+                        if args.ref is None:
+                            raise ValueError(f'{name} is a full-reference metric: pass -r REF')
+                        if ref is None:
+                            raise FileNotFoundError(f'no reference with the file name of {label} in {args.ref}')
+                        r = ref_xs[kind]
+                        if isinstance(r, Exception):
+                            raise r
+                        value = metric(x, r)
+                    else:
+                        value = metric(x)
+                    row[name] = float(value.reshape(-1)[0].item())
+                except Exception as error:  # one metric failing keeps the others' scores
+                    errors[name] = _one_line(error)
             row['errors'] = '; '.join(f'{k}: {v}' for k, v in errors.items())
             failures.extend((label, k, v) for k, v in errors.items())
             rows.append(row)
-            if writer is not None:
-                writer.writerow(row)
-                out.flush()
+            scored += 1
+            progress.update(1)
+            if out is not None:
+                out.write_row(row)
+        progress.close()
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        if out is not None:
-            out.close()
+    except CsvWriteError as error:
+        write_error = error
+        rows.pop()  # that row is not in the file
 
     first = args.metric[0]
     lower = metrics[first].lower_better
-    scored = sorted((r for r in rows if first in r), key=lambda r: r[first], reverse=not lower)
-    ordered = scored + [r for r in rows if first not in r]
+    ranked = sorted((r for r in rows if first in r), key=lambda r: r[first], reverse=not lower)
+    ordered = ranked + [r for r in rows if first not in r]
     width = max([len(str(r['image'])) for r in rows] + [5])
     header = f"{'rank':>4}  {'image':<{width}}  " + '  '.join(f'{m:>14}' for m in args.metric)
-    print(header)
-    print('-' * len(header))
+    _Stdout.print(header)
+    _Stdout.print('-' * len(header))
     for k, r in enumerate(ordered, 1):
         cells = [f'{r[m]:>14.4f}' if m in r else f"{'FAILED':>14}" for m in args.metric]
-        print(f"{k if first in r else '-':>4}  {str(r['image']):<{width}}  " + '  '.join(cells))
-    print(f"(sorted best first by {first}; {'lower' if lower else 'higher'} is better)")
-    if args.csv:
-        print(f'Wrote {len(rows)} rows to {args.csv} (one per image as it was scored)')
+        _Stdout.print(f"{k if first in r else '-':>4}  {str(r['image']):<{width}}  " + '  '.join(cells))
+    _Stdout.print(f"(sorted best first by {first}; {'lower' if lower else 'higher'} is better)")
+    if out is not None and write_error is None:
+        _Stdout.print(f'Wrote {len(rows)} rows to {args.csv} (one per image as it was scored)')
     for label, name, message in failures:
-        print(f'FAILED {label} [{name}]: {message}', file=sys.stderr)
+        if name != 'resumed':
+            _warn(f'FAILED {label} [{name}]: {message}')
+    if write_error is not None:
+        kept = len(rows)
+        _warn(f'crossiqa-pyiqa: error: {write_error}; the {kept} row(s) before it are intact in {args.csv} '
+              f'({len(items) - kept} image(s) not written; free space, then run again with --resume)')
+        return EXIT_WRITE
     if interrupted:
-        print(f'Interrupted after {len(rows)} of {len(items)} images' + (f'; their rows are in {args.csv}'
-                                                                         if args.csv else '') + '.', file=sys.stderr)
-        return 130
+        _warn(f'Interrupted after {len(rows)} of {len(items)} images' + (f'; their rows are in {args.csv} '
+                                                                         '(--resume continues)' if out else '') + '.')
+        return EXIT_INTERRUPTED
     if failures:
         bad = len({label for label, _, _ in failures})
-        print(f'{len(failures)} score(s) failed on {bad} of {len(items)} images (other metrics kept).',
-              file=sys.stderr)
-    return 1 if failures else 0
+        _warn(f'{len(failures)} score(s) failed on {bad} of {len(items)} images (other metrics kept).')
+    if problems:
+        _warn(f'{len(problems)} path(s) could not be read or are of formats not read here (named above).')
+    return EXIT_FAILED if failures or problems else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='crossiqa-pyiqa', description=__doc__,
+    parser = argparse.ArgumentParser(prog='crossiqa-pyiqa', description=__doc__, epilog=SCORE_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
-    s = sub.add_parser('score', help='score an image or a folder (default: scikit-image sample photos)')
-    s.add_argument('-t', '--target', help='image file or folder (recursive)')
-    s.add_argument('-r', '--ref', help='reference image or folder, for full-reference metrics')
-    s.add_argument('-m', '--metric', nargs='+', default=['crossiqa'], help='pyiqa metric name(s)')
-    s.add_argument('--csv', help='write the scores to this CSV file')
+    s = sub.add_parser('score', help='score an image or a folder (default: scikit-image sample photos)',
+                       description='Score images with pyiqa metrics: a table sorted best first, optionally a CSV.',
+                       epilog=SCORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument('-t', '--target', help='image file or folder (recursive); default: scikit-image sample photos')
+    s.add_argument('-r', '--ref', help='reference image or folder for full-reference metrics (matched by file name)')
+    s.add_argument('-m', '--metric', nargs='+', default=['crossiqa'], help='pyiqa metric name(s) (default: crossiqa)')
+    s.add_argument('--csv', help='write the scores to this CSV file, one row per image as it is scored')
+    s.add_argument('--resume', action='store_true', help='keep the rows of an existing --csv, score the other images')
+    s.add_argument('--overwrite', action='store_true', help='replace an existing --csv')
+    s.add_argument('--reader', choices=('auto', 'plugin', 'pyiqa'), default='auto',
+                   help="how files are decoded (default auto: plugin metrics with the plugin's reader, "
+                        "pyiqa metrics with pyiqa's)")
+    s.add_argument('--workers', type=int, default=None, help='decoding threads (default min(4, CPUs); 0: none)')
     s.add_argument('--device', default=None, help='cpu, cuda, … (default: cuda if available)')
     s.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
     sub.add_parser('list', help="list the plugin's metrics")
@@ -242,16 +584,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == 'list':
-        import pyiqa
+    args = build_parser().parse_args(argv)  # argparse's own usage errors exit with 2
+    try:
+        if args.command == 'list':
+            import pyiqa
 
-        import crossiqa_pyiqa  # noqa: F401
+            import crossiqa_pyiqa  # noqa: F401
 
-        for name in pyiqa.list_models(filter=['crossiqa*', 'grepq*']):
-            print(name)
-        return 0
-    return score_command(args)
+            for name in pyiqa.list_models(filter=['crossiqa*', 'grepq*']):
+                _Stdout.print(name)
+            return EXIT_OK
+        return score_command(args)
+    except UsageError as error:
+        _warn(f'crossiqa-pyiqa: error: {error}')
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _warn('Interrupted before scoring started.')
+        return EXIT_INTERRUPTED
 
 
 if __name__ == '__main__':

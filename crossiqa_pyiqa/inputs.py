@@ -3,7 +3,13 @@
 Reading (:func:`read_image`), used by the CLI, by ``pyiqa.create_metric('crossiqa')(path)``
 and by the training and statistics code:
 
-- EXIF orientation is applied (the image is turned the way a viewer shows it).
+- EXIF orientation is applied once (the image is turned the way a viewer shows it): to files,
+  bytes and PIL images straight from ``Image.open`` (``img.format`` set). A PIL image made or
+  edited in memory (``format`` is None: ``exif_transpose``, ``transpose``, ``rotate``, ``copy``,
+  ``convert``...) is taken as its pixels are, even if it still carries an orientation tag
+  (Pillow copies ``info['exif']`` into derived images, so the tag would turn it a second time).
+- A path that does not exist raises ``FileNotFoundError``; a file that cannot be decoded
+  raises :class:`ImageReadError` (a ``ValueError``).
 - 16-bit images (``I;16*``, 32-bit integer ``I``) are scaled from [0, 65535] to [0, 1];
   8-bit channels from [0, 255]. Floating-point images (``F``) must already hold [0, 1].
 - Palette, CMYK (through its embedded ICC profile when there is one), YCbCr, LAB, HSV,
@@ -14,16 +20,20 @@ and by the training and statistics code:
   images are not applied: their values are taken as sRGB.
 
 Tensors (:func:`check_image_batch`): ``(B, 3, H, W)`` floating point in [0, 1], no NaN or
-infinity, at least one image, at least the model's minimum size. float16, bfloat16 and
-float64 are cast to float32. Integer tensors are refused (divide uint8 by 255 first).
-The checks are explicit ``if`` tests, so ``python -O`` keeps them.
+infinity, at least one image, at least the model's minimum size. Inputs are cast to the
+network's own dtype (float32, or float16/bfloat16 after ``net.half()`` / ``.bfloat16()``).
+Integer tensors are refused (divide uint8 by 255 first). The checks are explicit ``if``
+tests, so ``python -O`` keeps them. The [0, 1] range check follows pyiqa's switches: it is
+off when the metric was made with ``as_loss=True`` or ``check_input_range=False`` (then
+values outside [0, 1] are scored as they are, like pyiqa's own metrics do).
 
 pyiqa's ``InferenceModel`` reads paths with its own reader (``imread2tensor``: no EXIF
 orientation, 16-bit clipped to 8 bits), which the plugin does not patch. Instead the
 plugin's architectures call :func:`attach_to_inference_model` when they are built: if
 they are being built by an ``InferenceModel`` (``pyiqa.create_metric``), that one
 instance reads paths with :func:`read_image` and checks tensors with the network's
-own checks before pyiqa's asserts. Other metrics and pyiqa itself are untouched.
+own checks before pyiqa's asserts, honouring that instance's ``check_input_range`` (which
+pyiqa turns off for ``as_loss=True``). Other metrics and pyiqa itself are untouched.
 """
 from __future__ import annotations
 
@@ -54,9 +64,16 @@ def _name(source: Any) -> str:
 
 
 def open_image(source: ImageSource):
-    """A fully decoded PIL image (first frame) with its EXIF orientation applied."""
+    """A fully decoded PIL image (first frame) with its EXIF orientation applied once.
+
+    Files and bytes are turned upright by their EXIF tag, as is a PIL image straight from
+    ``Image.open`` (``format`` set). A PIL image derived in memory (``format`` None) is taken
+    as it is: it may carry a stale tag copied from the file it was turned from.
+    """
     from PIL import Image, ImageOps
 
+    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
+        raise FileNotFoundError(f'Image file not found: {os.fspath(source)}')
     try:
         if isinstance(source, Image.Image):
             img = source
@@ -69,8 +86,10 @@ def open_image(source: ImageSource):
         if getattr(img, 'n_frames', 1) > 1:
             img.seek(0)
         img.load()
+        if isinstance(source, Image.Image) and source.format is None:
+            return img  # made or edited in memory: its pixels are what the caller sees
         oriented = ImageOps.exif_transpose(img)
-    except TypeError:
+    except (TypeError, FileNotFoundError):
         raise
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise ImageReadError(f'Cannot read image {_name(source)}: {type(error).__name__}: {error}') from error
@@ -134,11 +153,13 @@ def read_image_uint8(source: ImageSource) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- tensors
-def check_image_batch(x: Any, model: str, min_size: int, channels: tuple[int, ...] = (3,)) -> torch.Tensor:
-    """Validate a batch of images; returns it as float32 (a no-op for valid float32 input).
+def check_image_batch(x: Any, model: str, min_size: int, channels: tuple[int, ...] = (3,),
+                      check_range: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Validate a batch of images; returns it in ``dtype`` (a no-op for valid input of that dtype).
 
     Raises ``TypeError`` for a non-tensor or an integer tensor, ``ValueError`` for a wrong
-    shape, an empty batch, an image below ``min_size``, NaN/inf or values outside [0, 1].
+    shape, an empty batch, an image below ``min_size``, NaN/inf or (with ``check_range``,
+    pyiqa's ``check_input_range``) values outside [0, 1]. The result keeps its autograd graph.
     """
     shape_text = '(B, 3, H, W)' if channels == (3,) else f'(B, C, H, W) with C in {channels}'
     if not torch.is_tensor(x):
@@ -161,11 +182,13 @@ def check_image_batch(x: Any, model: str, min_size: int, channels: tuple[int, ..
         if not bool(finite.all()):
             bad = int((~finite).sum())
             raise ValueError(f'{model} got {bad} NaN or infinite pixel value(s); images must be finite, in [0, 1]')
-        lo, hi = float(x.min()), float(x.max())
-    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        if check_range:
+            lo, hi = float(x.min()), float(x.max())
+    if check_range and (lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE):
         hint = ' (it looks like [0, 255]: divide by 255)' if hi > 2 and lo >= 0 else ''
-        raise ValueError(f'{model} expects pixel values in [0, 1], got min={lo:.4g}, max={hi:.4g}{hint}')
-    return x if x.dtype == torch.float32 else x.float()
+        raise ValueError(f'{model} expects pixel values in [0, 1], got min={lo:.4g}, max={hi:.4g}{hint} '
+                         '(pyiqa.create_metric(..., check_input_range=False) or as_loss=True turns this check off)')
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 # ------------------------------------------------------------------ pyiqa InferenceModel
@@ -176,12 +199,19 @@ def _plugin_batched_tensor(net: torch.nn.Module, img: Any) -> torch.Tensor:
 
 
 class _BatchedTensorReader:
-    """Picklable, deep-copyable callable bound to a network (stored on one InferenceModel instance)."""
+    """Picklable, deep-copyable callable bound to a network and the InferenceModel that holds it.
 
-    def __init__(self, net: torch.nn.Module) -> None:
+    Each call hands the model's ``check_input_range`` (pyiqa sets it to False for ``as_loss``)
+    to the network, whose own checks (in ``prepare_input`` and ``forward``) then follow it.
+    """
+
+    def __init__(self, net: torch.nn.Module, model: Any = None) -> None:
         self.net = net
+        self.model = model
 
     def __call__(self, img: Any) -> torch.Tensor:
+        if self.model is not None:
+            self.net.check_input_range = bool(getattr(self.model, 'check_input_range', True))
         return _plugin_batched_tensor(self.net, img)
 
 
@@ -206,7 +236,9 @@ def attach_to_inference_model(net: torch.nn.Module, max_depth: int = 16) -> bool
             if f.f_code is target:
                 model = f.f_locals.get('self')
                 if isinstance(model, InferenceModel):
-                    object.__setattr__(model, '_to_batched_tensor', _BatchedTensorReader(net))
+                    object.__setattr__(model, '_to_batched_tensor', _BatchedTensorReader(net, model))
+                    # set before build_network: False for as_loss=True or check_input_range=False
+                    net.check_input_range = bool(getattr(model, 'check_input_range', True))
                     return True
                 return False
             f = f.f_back

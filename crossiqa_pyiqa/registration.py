@@ -12,9 +12,11 @@ def _entry(weights: str, head: str = 'linear', lower_better: bool = False, score
 
 #: Metric entries added to ``pyiqa.DEFAULT_CONFIGS`` (pyiqa's own format).
 PLUGIN_METRICS: dict[str, dict[str, Any]] = {
-    # Cross-IQA on a pretrained EfficientNet-Lite0 (DESIGN §2.4), ridge head fitted on CLIVE
-    'crossiqa': _entry('crossiqa_lite0_livec'),
-    'crossiqa-livec': _entry('crossiqa_lite0_livec'),
+    # Cross-IQA on a pretrained EfficientNet-Lite0 (DESIGN §2.4), ridge head fitted on CLIVE. The head is
+    # linear, so it extrapolates past the MOS scale's ends: measured 13.9..116.7 over 200 crops of 64-1024 px
+    # (scripts/measure_score_range.py); small crops (< 256 px) go above 100. Not clamped (a loss keeps its gradient).
+    'crossiqa': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
+    'crossiqa-livec': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
     # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels)
     'crossiqa-zs': _entry('crossiqa_lite0_livec', 'zeroshot', score_range='-inf, inf'),
     # the earlier model: a tiny ViT trained from scratch on 518 images (README, "crossiqa-tiny")
@@ -23,6 +25,12 @@ PLUGIN_METRICS: dict[str, dict[str, Any]] = {
 }
 
 _REGISTERED = False
+
+
+def parse_score_range(text: str) -> tuple[float, float]:
+    """``'~-10, ~130'`` → ``(-10.0, 130.0)`` (pyiqa's ``score_range`` strings; ``~`` marks a measured bound)."""
+    lo, hi = (part.strip().lstrip('~') for part in text.split(','))
+    return float(lo), float(hi)
 
 
 def register_metric(name: str, metric_opts: dict[str, Any], lower_better: bool = False,

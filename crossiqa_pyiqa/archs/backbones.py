@@ -104,14 +104,16 @@ class CNNBackbone(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, upto: int = NUM_STAGES - 1) -> list[torch.Tensor]:
-        """Maps of stages ``0..upto`` for ``x`` in [0, 1]; the frozen prefix runs without autograd."""
-        frozen = torch.no_grad() if self.first_trainable > 0 and torch.is_grad_enabled() else nullcontext()
+        """Maps of stages ``0..upto`` for ``x`` in [0, 1]; the frozen prefix runs without autograd unless
+        ``x`` requires grad (a metric used as a loss: gradients must reach the input)."""
+        skip = torch.is_grad_enabled() and not x.requires_grad
+        frozen = torch.no_grad() if self.first_trainable > 0 and skip else nullcontext()
         outs = []
         with frozen:  # channels-last: 0.79x the CPU time of NCHW here (scripts/bench_inference.py --ratio)
             x = ((x - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
             x = self.bn1(self.conv_stem(x))
         for i, stage in enumerate(self.stages()[:upto + 1]):
-            ctx = torch.no_grad() if i < self.first_trainable and torch.is_grad_enabled() else nullcontext()
+            ctx = torch.no_grad() if i < self.first_trainable and skip else nullcontext()
             with ctx:
                 x = stage(x)
             outs.append(x)

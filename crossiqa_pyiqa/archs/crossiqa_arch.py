@@ -31,6 +31,7 @@ from pyiqa.utils.registry import ARCH_REGISTRY
 from crossiqa_pyiqa.archs.backbones import (NUM_STAGES, BACKBONE_CONFIGS, VIT_BACKBONE_CONFIGS, load_backbone_weights,
                                             stage_channels)
 from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
+from crossiqa_pyiqa.archs.precision import apply_keeping_float32, full_precision, module_dtype
 from crossiqa_pyiqa.archs.stats_decoder import STATS_PER_CELL, StatsDecoder
 from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
 from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_named_or_path
@@ -265,6 +266,13 @@ class CrossIQA(nn.Module):
     """
 
     ARCH_NAME = 'CrossIQA'
+    #: CNN: from ``max_pixels`` to ``(1 + TILE_BLEND) * max_pixels`` pixels the features blend linearly from the
+    #: whole image to its tiles (whole-image memory is bounded by that); larger images are read in tiles only.
+    TILE_BLEND = 0.25
+    #: pyiqa's ``check_input_range``: set per metric (False for ``as_loss=True``) by ``inputs.attach_to_inference_model``.
+    check_input_range = True
+    #: Stay float32 under ``half()`` / ``bfloat16()`` (with the head): see ``archs.precision``.
+    FLOAT32_BUFFERS = ('feat_mean', 'feat_std', 'pristine_mean', 'pristine_cov', 'zs_mean', 'zs_std', 'zs_coef')
     INFERENCE_KEYS = frozenset({'feature_tokens', 'feature_blocks', 'feature_scales', 'native_mode', 'tile_batch',
                                 'max_tokens', 'max_pixels', 'init_weights'})
     #: Inference options that change the features a fitted head reads (only ``tile_batch`` does not).
@@ -362,6 +370,9 @@ class CrossIQA(nn.Module):
             for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
                 p.requires_grad_(False)
         self.eval()
+
+    def _apply(self, fn, recurse=True):  # half(): network weights in half, head and statistics float32
+        return apply_keeping_float32(self, super()._apply, fn, recurse, self.FLOAT32_BUFFERS, ('head',))
 
     def _feature_dim_per_scale(self) -> int:
         c = self.config
@@ -478,10 +489,11 @@ class CrossIQA(nn.Module):
         return max(self.patch_size, math.ceil(2 * self.patch_size / min(self.config['feature_scales'])))
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The checked float32 batch (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
+        """The checked batch in the encoder's dtype (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
         from crossiqa_pyiqa.inputs import check_image_batch
 
-        return check_image_batch(x, 'CrossIQA', self.min_input_size)
+        return check_image_batch(x, 'CrossIQA', self.min_input_size, check_range=self.check_input_range,
+                                 dtype=module_dtype(self.encoder))
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.prepare_input(x)
@@ -538,16 +550,42 @@ class CrossIQA(nn.Module):
         tiles = torch.stack([x[:, :, y:y + th, x0:x0 + tw] for y in ys for x0 in xs], dim=1)
         return tiles.flatten(0, 1), len(ys) * len(xs)
 
+    @staticmethod
+    def _axis_tiles(length: int, tile: int) -> tuple[list[int], list[float]]:
+        """Starts and weights of tiles along one axis: tiles at 0, T, 2T, ... and one aligned to the edge,
+        weighted by the share of new pixels it adds, so a pixel more never changes the mean by a jump."""
+        if length <= tile:
+            return [0], [1.0]
+        n = math.ceil(length / tile)
+        return [i * tile for i in range(n - 1)] + [length - tile], [1.0] * (n - 1) + [(length - (n - 1) * tile) / tile]
+
+    def _weighted_tile_features(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+        """CNN above ``max_pixels``: the weighted mean of the features of ``tile``-pixel tiles, (B, F) float32."""
+        h, w = x.shape[-2:]
+        th, tw = min(tile, h), min(tile, w)
+        ys, wy = self._axis_tiles(h, th)
+        xs, wx = self._axis_tiles(w, tw)
+        total, weight = 0.0, 0.0
+        for y, a in zip(ys, wy):
+            for x0, b in zip(xs, wx):
+                total = total + a * b * self._encode_features(x[:, :, y:y + th, x0:x0 + tw]).float()
+                weight += a * b
+        return total / weight
+
     def _features_one_scale(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
         b = x.shape[0]
         if self.is_cnn:  # the whole image at once; huge images in tiles of about max_pixels
             h, w = x.shape[-2:]
-            if h * w <= c['max_pixels']:
+            limit = c['max_pixels']
+            if h * w <= limit:  # what the head was fitted on: unchanged
                 return self._encode_features(x)[:, None]
-            tile = max(self.min_input_size, int(math.sqrt(c['max_pixels'])) // 32 * 32)
-            tiles, n_tiles = self._tiles(x, tile)
-            return torch.cat([self._encode_features(t[None]) for t in tiles]).reshape(b, n_tiles, -1)
+            tiled = self._weighted_tile_features(x, max(self.min_input_size, int(math.sqrt(limit)) // 32 * 32))
+            t = (h * w - limit) / (self.TILE_BLEND * limit)
+            if t >= 1:
+                return tiled[:, None]
+            # just above the limit: blend whole-image and tile features, so the score has no jump there
+            return ((1 - t) * self._encode_features(x).float() + t * tiled)[:, None]
         if c['native_mode'] == 'interp':
             p = self.patch_size
             h, w = x.shape[-2:]
@@ -563,7 +601,7 @@ class CrossIQA(nn.Module):
         return feats.reshape(b, n_tiles, -1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The exact features the head consumes: (B, feature_dim), averaged over tiles, per scale."""
+        """The exact features the head consumes: (B, feature_dim) float32, averaged over tiles, per scale."""
         x = self._check_input(x)
         per_scale = []
         for scale in self.config['feature_scales']:
@@ -571,8 +609,10 @@ class CrossIQA(nn.Module):
             if scale != 1.0:
                 size = (max(self.patch_size, round(x.shape[-2] * scale)),
                         max(self.patch_size, round(x.shape[-1] * scale)))
-                xs = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
-            per_scale.append(self._features_one_scale(xs).mean(dim=1))
+                # antialiased resize in float32 (CPU has no half kernel); a no-op cast for float32 input
+                xs = F.interpolate(x.float(), size=size, mode='bilinear', align_corners=False,
+                                   antialias=True).to(x.dtype)
+            per_scale.append(self._features_one_scale(xs).float().mean(dim=1))
         return torch.cat(per_scale, dim=-1)
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
@@ -596,8 +636,9 @@ class CrossIQA(nn.Module):
                                f'options/regress/crossiqa_livec.yml --encoder {self._unfitted_head_file}`, or use '
                                'forward_features() for features.')
         features = self.forward_features(x)
-        if self.head_type == 'zeroshot':
-            if self.config['zeroshot'] == 'pairs':
-                return self.zeroshot_pairs_score(features)[:, None]
-            return self.zeroshot_distance(features)[:, None]
-        return self.head(self.standardise(features))
+        with full_precision(features.device):  # under autocast too: the head reads float32, scores are float32
+            if self.head_type == 'zeroshot':
+                if self.config['zeroshot'] == 'pairs':
+                    return self.zeroshot_pairs_score(features)[:, None]
+                return self.zeroshot_distance(features)[:, None]
+            return self.head(self.standardise(features))

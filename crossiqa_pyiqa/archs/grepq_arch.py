@@ -33,6 +33,7 @@ from torchvision.models import resnet18
 
 from pyiqa.utils.registry import ARCH_REGISTRY
 
+from crossiqa_pyiqa.archs.precision import apply_keeping_float32, full_precision, module_dtype
 from crossiqa_pyiqa.grepq.pristine import niqe_distance, unfold_patches
 from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, WeightFileError, load_state_strict, read_named_or_path
 
@@ -140,17 +141,25 @@ class GRepQ(nn.Module):
             there when missing, unless ``HF_HUB_OFFLINE=1`` or ``CROSSIQA_OFFLINE=1``.
         clip_url: where a missing CLIP file is downloaded from (default OpenAI's RN50 URL);
             a mirror keeps openai-clip's layout ``.../<sha256>/RN50.pt``, the hash that is checked.
+        freeze_batchnorm: keep every batch-norm layer in eval mode under ``.train()`` (default), so
+            a metric inside a model put into training (a loss) keeps its scores; the training
+            tasks pass ``False`` to learn the statistics.
         **config: options of ``DEFAULT_CONFIG``; a weight file's config is the base, and only
             ``INFERENCE_KEYS`` may differ from it.
     """
 
     ARCH_NAME = 'GRepQ'
     INFERENCE_KEYS = INFERENCE_KEYS
+    #: pyiqa's ``check_input_range``: set per metric (False for ``as_loss=True``) by ``inputs.attach_to_inference_model``.
+    check_input_range = True
+    #: Stay float32 under ``half()`` / ``bfloat16()`` (with the head): see ``archs.precision``.
+    FLOAT32_BUFFERS = ('feat_mean', 'feat_std', 'pristine_mean', 'pristine_cov', 'text_features')
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
                  weights: str = 'grepq_ll', head: str = 'zeroshot', clip_model_path: str | None = None,
-                 clip_url: str | None = None, **config: Any) -> None:
+                 clip_url: str | None = None, freeze_batchnorm: bool = True, **config: Any) -> None:
         super().__init__()
+        self.freeze_batchnorm = bool(freeze_batchnorm)
         if head not in ('zeroshot', 'linear'):
             raise ValueError(f"head must be 'zeroshot' or 'linear', got {head!r}")
         self.head_type = head
@@ -208,6 +217,18 @@ class GRepQ(nn.Module):
                                  'written by scripts/grepq_pristine_stats.py.')
         self.eval()
 
+    def train(self, mode: bool = True) -> 'GRepQ':
+        """``freeze_batchnorm`` (default): batch norm stays in eval mode, so ``train()`` never moves scores."""
+        super().train(mode)
+        if self.freeze_batchnorm:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def _apply(self, fn, recurse=True):  # half(): network weights in half, head and statistics float32
+        return apply_keeping_float32(self, super()._apply, fn, recurse, self.FLOAT32_BUFFERS, ('head',))
+
     # ----------------------------------------------------------------- loading
     def _load_clip(self, clip_model_path: str | None, clip_url: str | None = None) -> None:
         from crossiqa_pyiqa.grepq.clip_tower import load_clip_rn50
@@ -252,17 +273,19 @@ class GRepQ(nn.Module):
         return self.config['patch_size'] if self.head_type == 'zeroshot' else self.MIN_FEATURE_SIZE
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The checked float32 (B, 3, H, W) batch (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
+        """The checked (B, 3, H, W) batch in the network's dtype (see ``crossiqa_pyiqa.inputs.check_image_batch``)."""
         from crossiqa_pyiqa.inputs import check_image_batch
 
         x = check_image_batch(x, 'GRepQ' + (' (zero-shot)' if self.head_type == 'zeroshot' else ''),
-                              self.min_input_size, channels=(1, 3))
+                              self.min_input_size, channels=(1, 3), check_range=self.check_input_range,
+                              dtype=module_dtype(self.ll))
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         from crossiqa_pyiqa.inputs import check_image_batch
 
-        x = check_image_batch(x, 'GRepQ', self.MIN_FEATURE_SIZE, channels=(1, 3))
+        x = check_image_batch(x, 'GRepQ', self.MIN_FEATURE_SIZE, channels=(1, 3), check_range=self.check_input_range,
+                              dtype=module_dtype(self.ll))
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
     def low_level_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -275,12 +298,12 @@ class GRepQ(nn.Module):
             raise RuntimeError('This GRepQ network has no CLIP tower (build it with use_clip=True).')
         from crossiqa_pyiqa.grepq.clip_tower import normalise_for_clip
 
-        return self.clip_visual(normalise_for_clip(x)).float()
+        return self.clip_visual(normalise_for_clip(x.to(module_dtype(self.clip_visual)))).float()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The exact features the ridge head consumes: [CLIP ‖ low-level] (B, 1152), or low-level (B, 128)."""
         x = self._prepare(x)
-        low = self.low_level_features(x)
+        low = self.low_level_features(x).float()
         if self.clip_visual is None:
             return low
         return torch.cat([self.high_level_features(x), low], dim=-1)
@@ -297,17 +320,21 @@ class GRepQ(nn.Module):
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
         """NIQE-style distance D of each image to the pristine statistics, (B,) float64."""
-        return niqe_distance(self.patch_features(x), self.pristine_mean, self.pristine_cov, self.config['cov_ridge'])
+        feats = self.patch_features(x)
+        with full_precision(feats.device):  # statistics in float64, also under autocast
+            return niqe_distance(feats, self.pristine_mean, self.pristine_cov, self.config['cov_ridge'])
 
     def zeroshot_low(self, x: torch.Tensor) -> torch.Tensor:
-        """Q_L = 1 − σ(D / 100), in (0, 0.5], (B,)."""
-        return (1.0 - torch.sigmoid(self.distance(x) / self.config['distance_scale'])).to(x.dtype)
+        """Q_L = 1 − σ(D / 100), in (0, 0.5], (B,) float32."""
+        return (1.0 - torch.sigmoid(self.distance(x) / self.config['distance_scale'])).float()
 
     def zeroshot_high(self, x: torch.Tensor) -> torch.Tensor:
         """Q_H = σ(10 · (cos_good − cos_bad)), in (0, 1), (B,)."""
         from crossiqa_pyiqa.grepq.clip_tower import clip_quality
 
-        return clip_quality(self.high_level_features(x), self.text_features, self.config['clip_scale']).to(x.dtype)
+        feats = self.high_level_features(x)
+        with full_precision(feats.device):
+            return clip_quality(feats, self.text_features, self.config['clip_scale']).float()
 
     # ------------------------------------------------------------------ scoring
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
@@ -328,4 +355,6 @@ class GRepQ(nn.Module):
         if bool((self.feat_mean == 0).all()) and bool((self.feat_std == 1).all()):
             raise RuntimeError('This GRepQ network has no fitted linear head; fit one with scripts/fit_regressor.py '
                                "(or use head='zeroshot').")
-        return self.head(self.standardise(self.forward_features(x)))
+        features = self.forward_features(x)
+        with full_precision(features.device):  # under autocast too: the head reads float32, scores are float32
+            return self.head(self.standardise(features))

@@ -49,7 +49,7 @@ class PretrainedViTEncoder(nn.Module):
         if mask_ratio > 0:
             raise ValueError('patch masking (mask_ratio > 0) is defined for the from-scratch ViT encoder only')
         net = self.backbone
-        grad = torch.is_grad_enabled()
+        grad = torch.is_grad_enabled() and not x.requires_grad  # as a loss, gradients reach the input
         wanted = {i % self.depth for i in return_blocks}
         outputs = {}
         with torch.no_grad() if grad and self.first_trainable > 0 else nullcontext():

@@ -12,10 +12,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from pyiqa.utils.img_util import scandir_images
 from torch.utils.data import Dataset, Sampler
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
+from crossiqa_pyiqa.image_files import IMAGE_EXTENSIONS as IMAGE_SUFFIXES, find_images
 
 
 def list_images(folders: Sequence[str]) -> list[str]:
@@ -24,7 +23,7 @@ def list_images(folders: Sequence[str]) -> list[str]:
     for folder in folders:
         if not os.path.isdir(folder):
             raise FileNotFoundError(f'Training image folder not found: {folder}')
-        found = [p for p in scandir_images(folder) if p.lower().endswith(IMAGE_SUFFIXES)]
+        found = find_images(folder)  # the allow-list shared with the CLI; skipped files are counted and named
         if not found:
             raise ValueError(f'No images ({", ".join(IMAGE_SUFFIXES)}) found under {folder}')
         paths.extend(found)

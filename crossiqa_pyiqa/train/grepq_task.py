@@ -46,7 +46,7 @@ class GRepQLowLevel(PretextTask):
         net = _network_options(opt)
         if net.get('use_clip'):
             raise ValueError('grepq_lowlevel trains the low-level encoder only (network.use_clip must be false)')
-        self.model = GRepQ(pretrained=False, head='zeroshot', **net)
+        self.model = GRepQ(pretrained=False, head='zeroshot', freeze_batchnorm=False, **net)
         self.opt = opt
         ver = dict(opt.get('versions') or {})
         self.types = tuple(ver.get('types', DEFAULT_TYPES))
@@ -159,7 +159,7 @@ class GRepQHighLevel(PretextTask):
         net = _network_options(opt)
         net['use_clip'] = True
         pretrained = bool(net.pop('pretrained', True))
-        self.model = GRepQ(pretrained=pretrained, head='linear', **net)
+        self.model = GRepQ(pretrained=pretrained, head='linear', freeze_batchnorm=False, **net)
         for p in self.model.parameters():
             p.requires_grad_(False)
         for p in self.model.clip_visual.parameters():
