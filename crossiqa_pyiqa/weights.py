@@ -134,7 +134,8 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 #: Entries a fitted head or fitted statistics live in (CrossIQA and GRepQ name them alike).
 STATISTICS_KEYS = ('feat_mean', 'feat_std', 'head.weight', 'head.bias', 'pristine_mean', 'pristine_cov',
-                   'pristine_cov_triu', 'text_features', 'zs_mean', 'zs_std', 'zs_coef')
+                   'pristine_cov_triu', 'text_features', 'zs_mean', 'zs_std', 'zs_coef',
+                   'encoder.global_mean', 'encoder.global_std')
 #: Dtypes too coarse for statistics: a float16 covariance or head turns scores into noise
 #: (a float16 copy of crossiqa-zs scored 0.0, its best value, for noise and for black).
 LOW_PRECISION = (torch.float16, torch.bfloat16)
