@@ -3,6 +3,12 @@
 
     python scripts/bench_degradations.py [--batch 32] [--size 224] [--threads 2] [--json OUT]
     python scripts/bench_degradations.py --validate [--size 128] [--json OUT]
+    python scripts/bench_degradations.py --batch 16 --threads 1 --types white_noise jpeg camera \
+        --repeat 7 --per-type-only
+
+--types picks the types (names or the shorthands kadid, camera, all; default: the 25 KADID
+types); --repeat N times every type N times, interleaved, and reports the median and the
+minimum (robust to other jobs on the machine).
 
 Benchmark: crops/s of ``apply`` per type on a (batch, 3, size, size) CPU batch, averaged
 over levels 1-5 (total crops / total time), and of the mixed ``DegradationSampler``
@@ -35,8 +41,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from crossiqa_pyiqa.degradations import CODEC_DEGRADATIONS, DEGRADATIONS, DegradationSampler, apply  # noqa: E402
-from crossiqa_pyiqa.degradations import set_codec_threads  # noqa: E402
+from crossiqa_pyiqa.degradations import ALL_DEGRADATIONS, CODEC_DEGRADATIONS, DEGRADATIONS  # noqa: E402
+from crossiqa_pyiqa.degradations import DegradationSampler, apply, resolve_types, set_codec_threads  # noqa: E402
 
 IMAGES = ('astronaut', 'chelsea', 'coffee', 'rocket')
 
@@ -70,20 +76,32 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float('inf') if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
-def bench(batch: int, size: int, reps: int, per_type_too: bool = True) -> dict:
+def bench(batch: int, size: int, reps: int, per_type_too: bool = True, types=DEGRADATIONS, repeat: int = 1,
+          mixed: bool = True) -> dict:
     x = crop_batch(batch, size)
     per_type = {}
-    for name in DEGRADATIONS if per_type_too else ():
+    names = list(types) if per_type_too else []
+    for name in names:
         apply(x[:2], name, 3, generator=torch.Generator().manual_seed(0))      # warm-up
-        t0, c0 = time.perf_counter(), time.process_time()
-        for level in range(1, 6):
-            apply(x, name, level, generator=torch.Generator().manual_seed(level))
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    runs: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for _ in range(repeat):                  # interleaved, so slow phases of a shared machine hit all types
+        for name in names:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for level in range(1, 6):
+                apply(x, name, level, generator=torch.Generator().manual_seed(level))
+            runs[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    for name in names:
+        dt = statistics.median(r[0] for r in runs[name])
+        dc = statistics.median(r[1] for r in runs[name])
         per_type[name] = {'crops_per_s': 5 * batch / dt, 'ms_per_crop': 1000 * dt / (5 * batch),
-                          'cpu_ms_per_crop': 1000 * dc / (5 * batch)}
+                          'cpu_ms_per_crop': 1000 * dc / (5 * batch),
+                          'ms_per_batch': 1000 * dt / 5, 'cpu_ms_per_batch': 1000 * dc / 5,
+                          'cpu_ms_per_batch_min': 1000 * min(r[1] for r in runs[name]) / 5, 'repeat': repeat}
         print(f'  {name:24s} {per_type[name]["crops_per_s"]:8.1f} crops/s', file=sys.stderr)
-    x64 = crop_batch(64, size, seed=1)
     out = {'per_type': per_type}
+    if not mixed:
+        return out
+    x64 = crop_batch(64, size, seed=1)
     for key, threads in (('mixed', None), ('mixed_1thread', 1)):
         if key == 'mixed_1thread' and torch.get_num_threads() == 1:
             continue
@@ -105,15 +123,21 @@ def bench(batch: int, size: int, reps: int, per_type_too: bool = True) -> dict:
 def print_bench(res: dict, args: argparse.Namespace) -> None:
     print(f'Batch {args.batch}, {args.size}x{args.size} crops, torch.set_num_threads({args.threads}), '
           f'codec threads {args.threads}, OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "")}, CPU only.\n')
-    print('| # | type | impl | crops/s | ms/crop (wall) | ms/crop (CPU) |')
-    print('|---|---|---|---:|---:|---:|')
-    for i, name in enumerate(DEGRADATIONS, 1):
+    rep = max((r.get('repeat', 1) for r in res['per_type'].values()), default=1)
+    if rep > 1:
+        print(f'Per type: median of {rep} interleaved runs (CPU min in the last column).\n')
+    print(f'| # | type | impl | crops/s | ms/crop (wall) | ms/crop (CPU) | ms/batch of {args.batch} (wall) | '
+          f'ms/batch (CPU) | ms/batch (CPU, min) |')
+    print('|---|---|---|---:|---:|---:|---:|---:|---:|')
+    for i, name in enumerate(ALL_DEGRADATIONS, 1):
         if name not in res['per_type']:
             continue
         r = res['per_type'][name]
-        impl = 'Pillow codec' if name in CODEC_DEGRADATIONS else 'torch'
+        impl = ('Pillow codec' if name in ('jpeg', 'jpeg2000') else 'torch + JPEG') if name in CODEC_DEGRADATIONS \
+            else 'torch'
         print(f'| {i} | {name} | {impl} | {r["crops_per_s"]:.0f} | {r["ms_per_crop"]:.2f} | '
-              f'{r["cpu_ms_per_crop"]:.2f} |')
+              f'{r["cpu_ms_per_crop"]:.2f} | {r["ms_per_batch"]:.1f} | {r["cpu_ms_per_batch"]:.1f} | '
+              f'{r["cpu_ms_per_batch_min"]:.1f} |')
     labels = {'mixed': f'mixed sampler (uniform, identity_prob 0.1), {args.threads} thread(s)',
               'mixed_1thread': 'mixed sampler, `num_threads=1`'}
     for key, label in labels.items():
@@ -130,7 +154,7 @@ def print_bench(res: dict, args: argparse.Namespace) -> None:
                   f'{m["cpu_s_per_64_median"]:.3f} s CPU time median (target: well under 0.8 s).')
 
 
-def validate(size: int, use_ssim: bool = True) -> dict:
+def validate(size: int, use_ssim: bool = True, types=DEGRADATIONS) -> dict:
     imgs = {n: skimage_image(n, size) for n in IMAGES}
     ssim = None
     if use_ssim:
@@ -138,7 +162,7 @@ def validate(size: int, use_ssim: bool = True) -> dict:
 
         ssim = pyiqa.create_metric('ssim', device='cpu', as_loss=False)
     res = {}
-    for name in DEGRADATIONS:
+    for name in types:
         rows = {}
         for iname, x in imgs.items():
             ys = [apply(x, name, lv, generator=torch.Generator().manual_seed(0)) for lv in range(1, 6)]
@@ -158,7 +182,7 @@ def print_validate(res: dict, size: int) -> None:
           f'seed 0); "strict" = PSNR falls strictly 1->5 on every image; SSIM (pyiqa) likewise.\n')
     print('| type | L1 | L2 | L3 | L4 | L5 | PSNR strict | SSIM L1 -> L5 | SSIM strict |')
     print('|---|---:|---:|---:|---:|---:|:---:|---|:---:|')
-    for name in DEGRADATIONS:
+    for name in res:
         rows = res[name]
         mean = [statistics.mean(r['psnr'][i] for r in rows.values()) for i in range(5)]
         ok = all(_strict(r['psnr']) for r in rows.values())
@@ -183,18 +207,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument('--mixed-only', action='store_true', help='benchmark only the mixed sampler')
     ap.add_argument('--validate', action='store_true', help='print the PSNR/SSIM-vs-level table instead')
     ap.add_argument('--no-ssim', action='store_true', help='with --validate: PSNR only')
+    ap.add_argument('--types', nargs='+', default=['kadid'],
+                    help='types to time / validate: names or the shorthands kadid (default), camera, all')
+    ap.add_argument('--repeat', type=int, default=1, help='per-type timings: interleaved runs (median, min)')
+    ap.add_argument('--per-type-only', action='store_true', help='skip the mixed-sampler benchmark')
     args = ap.parse_args(argv)
+    try:
+        types = resolve_types(args.types, '--types')
+    except ValueError as error:
+        ap.error(str(error))
+    if args.repeat < 1:
+        ap.error('--repeat must be >= 1')
     torch.set_num_threads(args.threads)
     set_codec_threads(args.threads)
     load0 = os.getloadavg() if hasattr(os, 'getloadavg') else (float('nan'),) * 3
     t0 = time.time()
     if args.validate:
         args.size = args.size or 128
-        res = validate(args.size, not args.no_ssim)
+        res = validate(args.size, not args.no_ssim, types)
         print_validate(res, args.size)
     else:
         args.size = args.size or 224
-        res = bench(args.batch, args.size, args.reps, not args.mixed_only)
+        res = bench(args.batch, args.size, args.reps, not args.mixed_only, types, args.repeat,
+                    mixed=not args.per_type_only)
         print_bench(res, args)
     wall = time.time() - t0
     load = os.getloadavg() if hasattr(os, 'getloadavg') else (float('nan'),) * 3

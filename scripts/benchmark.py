@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pristine_dir', default=None, help='ranking mode: held-out pristine images')
     parser.add_argument('--ranking_max_images', type=int, default=None)
     parser.add_argument('--ranking_crop', type=int, default=256, help='centre crop of pristine images (0: none)')
-    parser.add_argument('--ranking_types', nargs='+', default=None, help='degradation types (default: all)')
+    parser.add_argument('--ranking_types', nargs='+', default=None,
+                        help='degradation types for --mode ranking: names (camera family included) or the '
+                             'shorthands kadid, camera, all (default: the 25 KADID types)')
     parser.add_argument('--reverse_order', action='store_true',
                         help='score images last-first: start a second process with it to spread a slow metric '
                              '(e.g. ilniqe) over two cores; both share the score cache')
@@ -91,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         if not specs:
             parser.error('no metric to test: give -m and/or --metric_opt')
         datasets = {} if args.mode == 'ranking' else _datasets(args.d or [], args.data_opt)
+        if args.ranking_types:
+            from crossiqa_pyiqa.benchmark.ranking import ranking_types
+
+            args.ranking_types = ranking_types(args.ranking_types)  # expands kadid / camera / all
         cfg = BenchmarkConfig(
             metrics=specs, datasets=datasets, mode=args.mode, n_splits=args.n_splits, train_ratio=args.train_ratio,
             seed=args.seed, cv_folds=args.cv_folds, efficient_sizes=[_size(s) for s in args.efficient_sizes],

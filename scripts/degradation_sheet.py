@@ -1,8 +1,12 @@
 #!/usr/bin/env python
-"""Contact sheet of the 25 degradation types (rows) x levels 0..5 (columns) on one image.
+"""Contact sheet of the degradation types (rows) x levels 0..5 (columns) on one image.
 
     python scripts/degradation_sheet.py chelsea docs/images/degradation_sheet.jpg --size 128
-    python scripts/degradation_sheet.py photo.png sheet.png
+    python scripts/degradation_sheet.py chelsea docs/images/degradation_sheet_camera.jpg --family camera
+    python scripts/degradation_sheet.py photo.png sheet.png --family all
+
+--family picks the rows: ``kadid`` (the 25 KADID-10k types, default), ``camera`` (the camera
+family) or ``all``; or name types with --types.
 
 IMAGE is a file path or the name of a colour ``skimage.data`` image (astronaut, chelsea,
 coffee, rocket, ...). The image is centre-cropped to a square and resized to --size px.
@@ -24,7 +28,8 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from crossiqa_pyiqa.degradations import DEGRADATIONS, apply, parameter, info  # noqa: E402
+from crossiqa_pyiqa.degradations import ALL_DEGRADATIONS, DEGRADATIONS, apply, info, parameter  # noqa: E402
+from crossiqa_pyiqa.degradations import resolve_types  # noqa: E402
 
 
 def load_image(spec: str, size: int) -> torch.Tensor:
@@ -62,22 +67,23 @@ def _fmt(v: float | None) -> str:
     return f'{v:g}' if abs(v) >= 0.01 or v == 0 else f'{v:.0e}'
 
 
-def make_sheet(x: torch.Tensor, seed: int = 0, pad: int = 4, label_w: int = 190) -> Image.Image:
+def make_sheet(x: torch.Tensor, seed: int = 0, pad: int = 4, label_w: int = 190,
+               types: tuple[str, ...] | list[str] = DEGRADATIONS) -> Image.Image:
     size = x.shape[-1]
     head = 22
     sub = 13
     cell_h = size + sub
     W = label_w + 6 * (size + pad) + pad
-    H = head + len(DEGRADATIONS) * (cell_h + pad) + pad
+    H = head + len(types) * (cell_h + pad) + pad
     sheet = Image.new('RGB', (W, H), 'white')
     draw = ImageDraw.Draw(sheet)
     big, small = _font(13), _font(10)
     for lv in range(6):
         draw.text((label_w + pad + lv * (size + pad) + size // 2 - 20, 4), f'level {lv}', fill='black', font=big)
-    for r, name in enumerate(DEGRADATIONS):
+    for r, name in enumerate(types):
         top = head + r * (cell_h + pad)
         deg = info(name)
-        draw.text((6, top + size // 2 - 16), f'{r + 1}. {name}', fill='black', font=big)
+        draw.text((6, top + size // 2 - 16), f'{ALL_DEGRADATIONS.index(name) + 1}. {name}', fill='black', font=big)
         draw.text((6, top + size // 2 + 2), deg.param_name + ('' if deg.torch_native else ' (codec)'),
                   fill=(90, 90, 90), font=small)
         for lv in range(6):
@@ -97,10 +103,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument('--size', type=int, default=128, help='tile size in px (default 128)')
     ap.add_argument('--seed', type=int, default=0, help='generator seed for the random types')
     ap.add_argument('--quality', type=int, default=80, help='JPEG quality when OUT is a .jpg')
+    ap.add_argument('--family', choices=('kadid', 'camera', 'all'), default='kadid',
+                    help='rows: the 25 KADID types (default), the camera family, or all types')
+    ap.add_argument('--types', nargs='+', default=None, help='rows: these types / families instead of --family')
     args = ap.parse_args(argv)
+    try:
+        types = resolve_types(args.types or [args.family], 'types')
+    except ValueError as error:
+        ap.error(str(error))
     t0 = time.time()
     x = load_image(args.image, args.size)
-    sheet = make_sheet(x, args.seed)
+    sheet = make_sheet(x, args.seed, types=types)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     kw = {'quality': args.quality, 'optimize': True} if out.suffix.lower() in ('.jpg', '.jpeg') else {}

@@ -1,6 +1,7 @@
 """MOS-free synthetic ranking tests (DESIGN §5, after the Waterloo Exploration database).
 
-On held-out pristine images degraded by the library (25 KADID types × levels 1..5):
+On held-out pristine images degraded by the library (by default the 25 KADID types, or
+any registered types incl. the camera family, see :func:`ranking_types`; levels 1..5):
 
 - L-test: within one image × type, the SRCC between predicted quality (sign-corrected
   by the metric's ``lower_better``, so higher = better) and the negated level; the
@@ -24,12 +25,25 @@ LEVELS = (1, 2, 3, 4, 5)
 
 
 def load_degradations():
+    """``(default types, apply)``: the 25 KADID types (the default of the ranking tests)
+    and the library's ``apply``, which accepts every registered type (:func:`ranking_types`)."""
     try:
         from crossiqa_pyiqa.degradations import DEGRADATIONS, apply
     except ImportError as error:
         raise ImportError('The ranking tests need the degradation library crossiqa_pyiqa.degradations '
                           f'(DEGRADATIONS, apply): {error}') from error
     return list(DEGRADATIONS), apply
+
+
+def ranking_types(types: Sequence[str] | str | None) -> list[str]:
+    """Degradation types for the ranking tests: ``None`` -> the 25 KADID types (default);
+    otherwise type names (any registered type, camera family included) and the shorthands
+    ``kadid``, ``camera`` and ``all``, expanded in order without repeats. Raises
+    ``ValueError`` naming unknown entries."""
+    load_degradations()
+    from crossiqa_pyiqa.degradations import DEGRADATIONS, resolve_types
+
+    return list(DEGRADATIONS) if types is None else resolve_types(types, 'ranking types')
 
 
 def centre_crop(img: torch.Tensor, size: int | None) -> torch.Tensor:

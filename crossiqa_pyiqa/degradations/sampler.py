@@ -14,6 +14,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 import torch
 
 from crossiqa_pyiqa.degradations._core import REGISTRY, run
+from crossiqa_pyiqa.degradations._names import DEGRADATIONS
 from crossiqa_pyiqa.degradations._validate import check_image, check_level, check_name
 
 Level = Union[int, float]
@@ -43,8 +44,9 @@ class DegradationSampler:
     """Draws KADID-style degradation specs and applies them to batches.
 
     Args:
-        weights: relative probability per type name; types left out are never drawn.
-            ``None`` = uniform over all 25 types.
+        weights: relative probability per type name (any registered type, camera family
+            included); types left out are never drawn. ``None`` = uniform over the 25 KADID
+            types (:data:`DEGRADATIONS`; the camera types are drawn only when named).
         identity_prob: probability that an image is left untouched (empty spec).
         levels: the levels to draw from (uniformly). With ``continuous=True`` levels are
             instead drawn uniformly from ``[min(levels), max(levels)]``.
@@ -71,9 +73,9 @@ class DegradationSampler:
     def __init__(self, weights: Optional[Mapping[str, float]] = None, identity_prob: float = 0.1,
                  levels: Sequence[Level] = (1, 2, 3, 4, 5), max_compose: int = 1,
                  continuous: bool = False, num_threads: Optional[int] = None) -> None:
-        names = tuple(REGISTRY)
+        names = tuple(REGISTRY)      # registry order: the KADID types first, as before the camera family
         if weights is None:
-            weights = {n: 1.0 for n in names}
+            weights = {n: 1.0 for n in DEGRADATIONS}
         if not isinstance(weights, Mapping):
             raise TypeError(f'weights must be a dict of type name -> weight, got {type(weights).__name__}')
         for n, w in weights.items():

@@ -29,7 +29,7 @@ RANKING_DEFAULTS: dict[str, Any] = {
     'n_images': 150,
     'crop': 256,
     'seed': 0,
-    'types': None,  # None: all 25 library types
+    'types': None,  # None: the 25 KADID types; or names / 'camera' / 'all' (any registered type)
     'weight': 0.3,
     'margin_per_level': 3.0,
 }
@@ -79,15 +79,15 @@ def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingO
         raise ValueError(f"regression.ranking.n_images must be >= 1, got {opts['n_images']}")
     if float(opts['weight']) < 0 or float(opts['margin_per_level']) < 0:
         raise ValueError('regression.ranking.weight and margin_per_level must be >= 0')
+    types = None
     if opts['types'] is not None:
-        from crossiqa_pyiqa.degradations import DEGRADATIONS
+        from crossiqa_pyiqa.degradations import resolve_types
 
-        bad = sorted(set(opts['types']) - set(DEGRADATIONS))
-        if bad or not opts['types']:
-            raise ValueError(f'regression.ranking.types: unknown or empty {bad}; valid: {list(DEGRADATIONS)}')
+        # type names (camera family included) and the shorthands 'kadid', 'camera', 'all'
+        types = resolve_types(opts['types'], 'regression.ranking.types')
     return RankingOptions(pristine_dirs=[str(d) for d in dirs], n_images=int(opts['n_images']),
                           crop=int(opts['crop']) if opts['crop'] else None, seed=int(opts['seed']),
-                          types=list(opts['types']) if opts['types'] else None, weight=float(opts['weight']),
+                          types=types, weight=float(opts['weight']),
                           margin_per_level=float(opts['margin_per_level']))
 
 
