@@ -33,6 +33,7 @@ from crossiqa_pyiqa.weights import WeightFileError, read_weights, save_weights  
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'scripts'))
+sys.path.insert(0, str(ROOT / 'tools'))
 sys.path.insert(0, str(ROOT / 'tests'))
 DEBUG = str(ROOT / 'options' / 'pretrain' / 'crossiqa_debug.yml')
 TINY = dict(embed_dim=48, depth=2, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2, img_size=64)
@@ -98,7 +99,7 @@ def test_malicious_checkpoint_is_not_run_by_resume_path_auto_or_ablation_eval(tm
     with pytest.warns(RuntimeWarning, match='ckpt_00000010.pth'):
         trainer = Trainer(_debug_opt(), str(tmp_path / 'auto'), resume='auto')
     assert trainer.step == 0 and not marker.exists()
-    # scripts/ablation_eval.py --encoder X.pth
+    # tools/ablation_eval.py --encoder X.pth
     import argparse
 
     import ablation_eval

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Does the frozen class token encode degradation level on images the pretext never saw?
 
-    python scripts/level_probe.py /work/runs/ablation_cache/ltest-*.npz
+    python tools/level_probe.py /work/runs/ablation_cache/ltest-*.npz
 
-Reads the held-out feature caches written by ``scripts/ablation_eval.py`` (12 Kodak24
+Reads the held-out feature caches written by ``tools/ablation_eval.py`` (12 Kodak24
 crops x [pristine + 25 types x 5 levels], superset features) and, per degradation type,
 fits a ridge probe from the features to the level (0..5) on 2/3 of the images and
 predicts it on the other 1/3 (3 folds by image). Reports, averaged over the 25 types,

@@ -13,9 +13,9 @@ scores every feature set of interest by slicing it:
   by every library type at levels 1..5; the SRCC between prediction and -level per
   (image, type), averaged.
 
-    python scripts/ablation_eval.py --encoder runs/v1/checkpoints/ckpt_00000400.pth --name v1 --minutes 20 \
+    python tools/ablation_eval.py --encoder runs/v1/checkpoints/ckpt_00000400.pth --name v1 --minutes 20 \
         --options options/pretrain/crossiqa_tiny_cpu.yml --records docs/ablations/records.jsonl
-    python scripts/ablation_eval.py --random-seed 0 --name random --records docs/ablations/records.jsonl
+    python tools/ablation_eval.py --random-seed 0 --name random --records docs/ablations/records.jsonl
 """
 from __future__ import annotations
 
