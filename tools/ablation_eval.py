@@ -32,17 +32,8 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # see scripts/pretrain_cros
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-FEATURE_SETS = {
-    'cls': dict(tokens=['cls'], blocks=[-1], scales=[1.0]),
-    'cls+mean': dict(tokens=['cls', 'mean'], blocks=[-1], scales=[1.0]),
-    'cls+mean 2 scales': dict(tokens=['cls', 'mean'], blocks=[-1], scales=[1.0, 0.5]),
-    'cls+mean+std 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks=[-1], scales=[1.0, 0.5]),
-    'cls+mean+std mid+last 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks=['mid', -1], scales=[1.0, 0.5]),
-    'all blocks cls+mean+std 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks='all', scales=[1.0, 0.5]),
-}
-HEAD_SET = 'cls+mean+std mid+last 2 scales'  # the features of the shipped model's head
-TOKENS = ['cls', 'mean', 'std']
-SCALES = [1.0, 0.5]
+from probes import FEATURE_SETS, HEAD_SET, SCALES, TOKENS, feature_index, level_probe, per_type_probe  # noqa: E402
+
 
 
 def load_network(args) -> torch.nn.Module:
@@ -78,21 +69,6 @@ def load_network(args) -> torch.nn.Module:
     sup.encoder.load_state_dict(net.encoder.state_dict())
     sup.eval()
     return sup
-
-
-def feature_index(net, spec) -> np.ndarray:
-    """Columns of the superset features that make up one feature set."""
-    e, depth = net.config['embed_dim'], net.config['depth']
-    blocks = range(depth) if spec['blocks'] == 'all' else [
-        depth // 2 - 1 if b == 'mid' else b % depth for b in spec['blocks']]
-    per_scale = depth * len(TOKENS) * e
-    cols = []
-    for s in spec['scales']:
-        for b in blocks:
-            for t in spec['tokens']:
-                start = SCALES.index(s) * per_scale + b * len(TOKENS) * e + TOKENS.index(t) * e
-                cols.append(np.arange(start, start + e))
-    return np.concatenate(cols)
 
 
 def kodak_l_test(net, cols_by_set, heads, kodak: str, size: int, n_images: int, cache: Path) -> dict[str, float]:
@@ -131,25 +107,6 @@ def kodak_l_test(net, cols_by_set, heads, kodak: str, size: int, n_images: int, 
         out[name] = float(np.nanmean(per_type))
         out[f'{name} per type'] = dict(zip(degradations.DEGRADATIONS, map(float, per_type)))
     return out
-
-
-def level_probe(feats: np.ndarray, cols: np.ndarray, folds: int = 3) -> float:
-    """Issue 4's evidence: does a linear probe on frozen features predict the degradation level
-    of *held-out images*? Ridge (alpha by CV on the training images) from features to level
-    (0 = pristine, 1..5), images split into ``folds`` groups; SRCC on the unseen images, pooled."""
-    from scipy.stats import spearmanr
-
-    from crossiqa_pyiqa.regression.ridge import fit_ridge_cv
-
-    n_img, n_ver, _ = feats.shape
-    levels = np.concatenate([[0], np.tile(np.arange(1, 6), (n_ver - 1) // 5)]).astype(np.float64)
-    pred = np.zeros((n_img, n_ver))
-    for k in range(folds):
-        test = np.arange(k, n_img, folds)
-        train = np.setdiff1d(np.arange(n_img), test)
-        model = fit_ridge_cv(feats[train][:, :, cols].reshape(-1, len(cols)), np.tile(levels, len(train)))
-        pred[test] = model.predict(feats[test][:, :, cols].reshape(-1, len(cols))).reshape(len(test), n_ver)
-    return float(spearmanr(pred.reshape(-1), np.tile(levels, n_img)).statistic)
 
 
 def main() -> int:
@@ -210,7 +167,6 @@ def main() -> int:
         cache_file = Path(args.cache) / f'ltest-{key}-{args.l_images}x{args.l_size}.npz'
         lt_feats = np.load(cache_file, allow_pickle=False)['features']
         result['level_probe'] = {name: level_probe(lt_feats, cols) for name, cols in cols_by_set.items()}
-        from level_probe import per_type_probe  # per-type probe: within image (L-test) and pooled
         result['type_probe'] = {name: dict(zip(('within', 'pooled'), per_type_probe(lt_feats, cols)))
                                 for name, cols in cols_by_set.items() if name in ('cls', HEAD_SET)}
         for name in args.sets:
