@@ -123,7 +123,7 @@ def _pristine_images(dirs: Sequence[str]) -> list[str]:
 def ranking_pairs(net: torch.nn.Module, opts: RankingOptions,
                   cache_dir: str | os.PathLike | None = None) -> RankingPairs:
     """Features of ``n_images`` seeded pristine crops and of one degraded version per type of each."""
-    from crossiqa_pyiqa.benchmark.ranking import DegradedReader, RankingItem, load_degradations
+    from crossiqa_pyiqa.regression.degraded import DegradedReader, RankingItem, load_degradations
     from crossiqa_pyiqa.regression.features import cache_key, default_cache_dir, extract
 
     all_types, apply_fn = load_degradations()
