@@ -56,11 +56,11 @@ def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingO
     benchmark row can follow the shipped head's recipe without a copy that drifts.
     """
     if isinstance(spec, (str, os.PathLike)):
-        from crossiqa_pyiqa.regression.options import load_yaml
+        from crossiqa_pyiqa.optionfile import load_options
 
         if not os.path.isfile(spec):
             raise FileNotFoundError(f'ranking: options file {spec} does not exist')
-        spec = (load_yaml(spec).get('regression') or {}).get('ranking')
+        spec = (load_options(spec).get('regression') or {}).get('ranking')
     if not spec:
         return None
     unknown = set(spec) - set(RANKING_DEFAULTS)
