@@ -1,19 +1,26 @@
-r"""Cross-IQA: a ViT whose class token learns image quality from unlabelled images.
+r"""Cross-IQA as a pyiqa architecture (``CrossIQA`` in ``ARCH_REGISTRY``): configs, the network, its head.
 
 Our reading of Zhang et al., "Cross-IQA: Unsupervised Learning for Image Quality
-Assessment" (arXiv 2405.04311), see DESIGN.md §2:
+Assessment" (arXiv 2405.04311), see DESIGN.md §2 and docs/ARCHITECTURE.md:
 
-- Pretext: two weight-sharing branches encode two differently degraded versions
-  ``a`` and ``b`` of one pristine crop into ``(q, P)`` = (class token, patch tokens).
-  The decoder renders ``a`` from ``(q_a, P_b)`` and ``b`` from ``(q_b, P_a)``: content
-  comes from the other branch, so the degradation can only travel through the
-  class token, which becomes a quality code.
-- Downstream: the frozen encoder's features feed a linear (ridge) head, or a
-  NIQE-style distance to pristine statistics (zero-shot).
+- Pretext (:meth:`CrossIQA.pretext`): two weight-sharing branches encode two differently
+  degraded versions ``a`` and ``b`` of one pristine crop into ``(q, P)`` = (quality code,
+  content tokens). The decoder (``archs/decoder.py``) renders ``a`` from ``(q_a, P_b)`` and
+  ``b`` from ``(q_b, P_a)``: content comes from the other branch, so the degradation can
+  only travel through ``q``, which becomes a quality code.
+- Encoders, chosen by ``backbone``: a pretrained CNN (EfficientNet-Lite0 for the shipped
+  ``crossiqa``; ``q`` = attention pooling of the head map, ``archs/cnn_encoder.py``), a
+  pretrained DINOv2-style ViT (``q`` = its class token, ``archs/vit_encoder.py``) or the
+  from-scratch ViT of ``crossiqa-tiny`` (``backbone: vit``, ``archs/vit_scratch.py``).
+- Downstream (:meth:`CrossIQA.forward`): the frozen encoder's features
+  (:meth:`CrossIQA.forward_features`) feed a ridge head fitted by
+  ``scripts/fit_regressor.py``, or a zero-shot head fitted without MOS (a direction from
+  synthetic pairs, or a NIQE-style distance to pristine statistics).
 
-Images are scored at their own pixel scale (never resized), either in tiles of
-the training crop size whose features are averaged (``native_mode='tiles'``) or
-as one sequence with interpolated position embeddings (``native_mode='interp'``).
+Images are scored at their own pixel scale (never resized): a CNN reads the whole image
+(tiles of at most ``max_pixels`` for huge ones); a ViT reads tiles of the training crop
+size whose features are averaged (``native_mode='tiles'``) or one sequence with
+interpolated position embeddings (``native_mode='interp'``).
 """
 from __future__ import annotations
 
