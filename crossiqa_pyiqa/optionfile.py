@@ -9,6 +9,9 @@
   per section, required keys). An unknown key (``self_weigth``, ``manual_sed``) or a
   missing required one raises :class:`OptionsError` naming the key, its section, the file,
   a close match and the valid keys.
+- Paths: values that start with ``datasets/`` or ``runs/`` are read under
+  ``$CROSSIQA_HOME`` (default: the current directory; :mod:`crossiqa_pyiqa.paths`),
+  in files and in ``--set`` overrides alike. Other paths stay as written.
 
 The schemas themselves belong to the layers that read each kind of file
 (``train/options.py``, ``regression/options.py``, ``benchmark/metrics.py``);
@@ -23,6 +26,8 @@ import re
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
+
+from crossiqa_pyiqa.paths import resolve_tree
 
 __all__ = ['OptionsError', 'SafeOrderedLoader', 'to_plain', 'parse_value', 'load_options', 'apply_overrides',
            'ANY', 'MapOf', 'Keys', 'REQUIRED', 'DATASET_KEYS', 'validate_schema']
@@ -58,8 +63,12 @@ def parse_value(text: str) -> Any:
     return yaml.load(text, Loader=SafeOrderedLoader)
 
 
-def load_options(path: str | os.PathLike, schema: Any = None) -> dict[str, Any]:
-    """Read an options file safely; with ``schema``, also check it (see :func:`validate_schema`)."""
+def load_options(path: str | os.PathLike, schema: Any = None, resolve_paths: bool = True) -> dict[str, Any]:
+    """Read an options file safely; with ``schema``, also check it (see :func:`validate_schema`).
+
+    ``datasets/...`` and ``runs/...`` values are read under ``$CROSSIQA_HOME``
+    (:mod:`crossiqa_pyiqa.paths`; ``resolve_paths=False`` keeps them as written).
+    """
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'Options file {path} does not exist.')
@@ -71,6 +80,8 @@ def load_options(path: str | os.PathLike, schema: Any = None) -> dict[str, Any]:
     if not isinstance(opt, dict):
         raise OptionsError(f'Options file {path} does not hold a mapping at top level.')
     opt = to_plain(opt)
+    if resolve_paths:
+        opt = resolve_tree(opt)
     if schema is not None:
         validate_schema(opt, schema, source=path)
     return opt
@@ -95,6 +106,7 @@ def apply_overrides(opt: dict[str, Any], assignments: Iterable[str]) -> dict[str
             node[parts[-1]] = parse_value(value)
         except yaml.YAMLError as error:
             raise OptionsError(f'Override {item!r}: the value is not valid YAML ({error})') from None
+        node[parts[-1]] = resolve_tree(node[parts[-1]])  # datasets/... and runs/... as in files
     return opt
 
 

@@ -8,8 +8,12 @@
 - Validation: each kind of file has a schema of known keys per section. An unknown key
   (``self_weigth``, ``manual_sed``) or a missing required one raises :class:`OptionsError`
   naming the key, its section, the file, a close match and the valid keys.
+- Paths: ``datasets/...`` and ``runs/...`` values are read under ``$CROSSIQA_HOME``
+  (default: the current directory; :mod:`crossiqa_pyiqa.paths`); other paths stay as written.
 
-Kinds: ``pretrain`` (scripts/pretrain_crossiqa.py; per ``task``), ``regress``
+The reader and the checking machinery are :mod:`crossiqa_pyiqa.optionfile`; each schema
+lives with the code that reads its kind of file (``train/options.py``,
+``regression/options.py``, ``benchmark/metrics.py``). Kinds: ``pretrain`` (scripts/pretrain_crossiqa.py; per ``task``), ``regress``
 (scripts/fit_regressor.py), ``benchmark_metrics`` / ``benchmark_datasets``
 (scripts/benchmark.py ``--metric_opt`` / ``--data_opt``) and ``train`` (pyiqa's own
 training harness, which reads the file itself: check one with
@@ -31,9 +35,12 @@ __all__ = ['OptionsError', 'load_options', 'apply_overrides', 'parse_value', 'to
 KINDS = ('benchmark_datasets', 'benchmark_metrics', 'pretrain', 'regress', 'train')
 
 
-def load_options(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
-    """Read an options file safely; with ``kind``, also validate it (see :func:`validate_options`)."""
-    opt = _read_options(path)
+def load_options(path: str | os.PathLike, kind: str | None = None, resolve_paths: bool = True) -> dict[str, Any]:
+    """Read an options file safely; with ``kind``, also validate it (see :func:`validate_options`).
+
+    ``datasets/...`` and ``runs/...`` values are read under ``$CROSSIQA_HOME`` (:mod:`crossiqa_pyiqa.paths`).
+    """
+    opt = _read_options(path, resolve_paths=resolve_paths)
     if kind is not None:
         validate_options(opt, kind, source=str(path))
     return opt

@@ -116,17 +116,21 @@ def main() -> int:
     p.add_argument('--options', help='options file of the variant (recorded; sizes for a random encoder)')
     p.add_argument('--name', required=True, help='variant name in the records')
     p.add_argument('--minutes', type=float, default=0.0, help='pretraining wall-clock minutes of this encoder')
-    p.add_argument('--livec', default='/work/data/livec', help='CLIVE in pyiqa layout (scripts/prepare_livec.py)')
-    p.add_argument('--kodak', default='../shared/data/pristine/kodak24', help='held-out pristine images')
+    p.add_argument('--livec', default='datasets/livec', help='CLIVE in pyiqa layout (scripts/prepare_livec.py)')
+    p.add_argument('--kodak', default='datasets/pristine/kodak24', help='held-out pristine images')
     p.add_argument('--l-size', type=int, default=256, help='centre crop of the held-out images for the L-test')
     p.add_argument('--l-images', type=int, default=12, help='number of held-out images in the L-test')
     p.add_argument('--sets', nargs='+', default=list(FEATURE_SETS))
-    p.add_argument('--cache', default='/work/runs/ablation_cache')
+    p.add_argument('--cache', default='runs/ablation_cache')
     p.add_argument('--records', default='docs/ablations/records.jsonl')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--native-mode', choices=['tiles', 'interp'], default='tiles',
                    help='native-resolution scoring: tiles of the crop size, or interpolated position embeddings')
     args = p.parse_args()
+    from crossiqa_pyiqa.paths import resolve
+
+    for key in ('encoder', 'options', 'livec', 'kodak', 'cache', 'records'):
+        setattr(args, key, resolve(getattr(args, key)))  # datasets/... and runs/... under $CROSSIQA_HOME
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     torch.set_num_threads(args.threads)
     t0 = time.time()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does the frozen class token encode degradation level on images the pretext never saw?
 
-    python tools/level_probe.py /work/runs/ablation_cache/ltest-*.npz
+    python tools/level_probe.py runs/ablation_cache/ltest-*.npz
 
 Reads the held-out feature caches written by ``tools/ablation_eval.py`` (12 Kodak24
 crops x [pristine + 25 types x 5 levels], superset features) and, per degradation type,

@@ -5,6 +5,8 @@ every dataset pyiqa supports works. pyiqa itself fails late and vaguely on a bad
 meta-info file (a ``ValueError`` from ``float()`` with no row, a missing image only
 when it is read), so the meta-info CSV is checked first and every error names the
 file and the row: a benchmark must never silently run on part of a dataset.
+Paths ``datasets/...`` are read under ``$CROSSIQA_HOME`` (:mod:`crossiqa_pyiqa.paths`); a
+missing dataset of that layout names the command that prepares it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from crossiqa_pyiqa.paths import dataset_of, resolve_tree
 
 
 class DatasetError(ValueError):
@@ -58,6 +62,7 @@ def check_meta_info(opt: Mapping[str, Any]) -> int:
     """Validate the meta-info CSV of NR/FR datasets; returns the number of rows. Errors name file and row."""
     import pandas as pd
 
+    opt = resolve_tree(dict(opt))
     kind = dataset_kind(opt)
     if kind == 'other':
         return -1
@@ -66,7 +71,9 @@ def check_meta_info(opt: Mapping[str, Any]) -> int:
             raise DatasetError(f"Dataset {opt.get('name', '?')!r}: option `{key}` is required.")
     meta = str(opt['meta_info_file'])
     if not os.path.isfile(meta):
-        raise DatasetError(f'Meta-info file {meta} does not exist.')
+        name = dataset_of(meta)
+        how = f': prepare the dataset with `python scripts/prepare_data.py {name}`' if name else '.'
+        raise DatasetError(f'Meta-info file {meta} does not exist{how}')
     try:
         table = pd.read_csv(meta)
     except pd.errors.EmptyDataError:
@@ -109,7 +116,7 @@ def build_iqa_dataset(opt: Mapping[str, Any]):
     """Check, then build with pyiqa's ``build_dataset``; images stay at their native size."""
     from pyiqa.data import build_dataset
 
-    opt = deepcopy(dict(opt))
+    opt = resolve_tree(deepcopy(dict(opt)))  # datasets/... under $CROSSIQA_HOME, also for pyiqa's builder
     bad = [k for k in NATIVE_FORBIDDEN if opt.get(k)]
     if bad:
         raise DatasetError(f"Dataset {opt.get('name', '?')!r}: remove {bad} from its options; quality features "
@@ -158,6 +165,7 @@ def dataset_records(dataset, opt: Mapping[str, Any]) -> DatasetRecords:
     or ``distortion_type_regex`` (one capture group matched against the image file name);
     groups from the reference column of FR datasets or ``group_column``.
     """
+    opt = resolve_tree(dict(opt))
     kind = dataset_kind(opt)
     rows = dataset.paths_mos
     if kind == 'FR':

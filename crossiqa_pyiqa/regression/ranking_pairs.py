@@ -72,9 +72,14 @@ def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingO
         dirs = [dirs]
     if not dirs:
         raise ValueError('regression.ranking needs pristine_dirs: folders of pristine images to degrade')
+    from crossiqa_pyiqa.paths import dataset_of, resolve
+
+    dirs = [resolve(d) for d in dirs]  # datasets/... under $CROSSIQA_HOME
     for d in dirs:
         if not os.path.isdir(d):
-            raise FileNotFoundError(f'regression.ranking.pristine_dirs: {d} is not a folder')
+            name = dataset_of(d)
+            how = f': prepare it with `python scripts/prepare_data.py {name}`' if name else ''
+            raise FileNotFoundError(f'regression.ranking.pristine_dirs: {d} is not a folder{how}')
     if int(opts['n_images']) < 1:
         raise ValueError(f"regression.ranking.n_images must be >= 1, got {opts['n_images']}")
     if float(opts['weight']) < 0 or float(opts['margin_per_level']) < 0:

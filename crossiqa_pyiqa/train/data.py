@@ -21,9 +21,14 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
 def list_images(folders: Sequence[str]) -> list[str]:
     """All images under the folders (recursive), sorted; errors name a missing or empty folder."""
     paths: list[str] = []
+    from crossiqa_pyiqa.paths import dataset_of, resolve
+
     for folder in folders:
+        folder = resolve(folder)  # datasets/... under $CROSSIQA_HOME
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f'Training image folder not found: {folder}')
+            name = dataset_of(folder)
+            how = f': prepare it with `python scripts/prepare_data.py {name}`' if name else ''
+            raise FileNotFoundError(f'Training image folder not found: {folder}{how}')
         found = [p for p in scandir_images(folder) if p.lower().endswith(IMAGE_SUFFIXES)]
         if not found:
             raise ValueError(f'No images ({", ".join(IMAGE_SUFFIXES)}) found under {folder}')
