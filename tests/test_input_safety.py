@@ -613,7 +613,8 @@ def test_cli_keeps_rows_written_before_an_interrupt(tmp_path):
         assert proc.returncode == 130 and 'Interrupted after' in err
 
 
-def test_cli_keeps_other_metrics_when_one_fails(tmp_path):
+def test_cli_keeps_other_metrics_when_one_fails(tmp_path, classic_weights):
+    classic_weights('niqe', 'brisque')
     folder = tmp_path / 'imgs'
     folder.mkdir()
     Image.fromarray(rgb('chelsea', 24, 200)).save(folder / 'strip.png')  # below crossiqa's and niqe's sizes
