@@ -32,13 +32,14 @@ NATIVE_FORBIDDEN = ('augment',)
 
 
 def _dataset_class(opt: Mapping[str, Any]):
-    from pyiqa.data import _lazy_import_dataset
+    import pyiqa.data
     from pyiqa.utils.registry import DATASET_REGISTRY
 
     if 'type' not in opt:
         raise DatasetError(f'Dataset options {dict(opt)} have no `type` (e.g. GeneralNRDataset).')
-    if opt['type'] not in DATASET_REGISTRY:
-        _lazy_import_dataset(opt['type'])
+    lazy_import = getattr(pyiqa.data, '_lazy_import_dataset', None)  # pyiqa >= 0.1.16; older ones import all
+    if opt['type'] not in DATASET_REGISTRY and lazy_import is not None:
+        lazy_import(opt['type'])
     try:
         return DATASET_REGISTRY.get(opt['type'])
     except KeyError:
