@@ -3,6 +3,7 @@
 # tests (the README's test command) on each.
 #
 #   tools/test_pyiqa_range.sh                 # both ends of the range (PYIQA_LOW, PYIQA_HIGH below)
+#   tools/test_pyiqa_range.sh --lowest        # the lower end only (.ci/run: its own venv has the highest)
 #   tools/test_pyiqa_range.sh 0.1.15.post2    # any versions
 #   VENV_ROOT=/tmp/venvs tools/test_pyiqa_range.sh
 #
@@ -18,6 +19,7 @@ grep -q "pyiqa>=${PYIQA_LOW}," setup.cfg || { echo "setup.cfg's lower bound is n
 VENV_ROOT="${VENV_ROOT:-.venvs}"
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=("$PYIQA_LOW" "$PYIQA_HIGH")
+[ "${versions[0]}" != "--lowest" ] || versions=("$PYIQA_LOW")
 status=0
 summary=()
 for v in "${versions[@]}"; do
