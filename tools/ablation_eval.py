@@ -116,7 +116,7 @@ def main() -> int:
     p.add_argument('--options', help='options file of the variant (recorded; sizes for a random encoder)')
     p.add_argument('--name', required=True, help='variant name in the records')
     p.add_argument('--minutes', type=float, default=0.0, help='pretraining wall-clock minutes of this encoder')
-    p.add_argument('--livec', default='datasets/livec', help='CLIVE in pyiqa layout (scripts/prepare_livec.py)')
+    p.add_argument('--livec', default='datasets/livec', help='CLIVE in pyiqa layout (python scripts/prepare_data.py livec)')
     p.add_argument('--kodak', default='datasets/pristine/kodak24', help='held-out pristine images')
     p.add_argument('--l-size', type=int, default=256, help='centre crop of the held-out images for the L-test')
     p.add_argument('--l-images', type=int, default=12, help='number of held-out images in the L-test')
