@@ -69,9 +69,9 @@ class LoadedDataset:
 
 
 def load_dataset(name: str, opt: dict[str, Any], cfg: BenchmarkConfig) -> LoadedDataset:
-    from crossiqa_pyiqa.options import validate_options
+    from crossiqa_pyiqa.optionfile import DATASET_KEYS, MapOf, validate_schema
 
-    validate_options({name: opt}, 'benchmark_datasets')  # a misspelt key fails here, naming it
+    validate_schema({name: opt}, MapOf(DATASET_KEYS))  # a misspelt key fails here, naming it
     opt = {**opt, 'name': opt.get('name', name)}
     opt.setdefault('phase', 'test')
     dataset = build_iqa_dataset(opt)
