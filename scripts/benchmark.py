@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--use_gpu', action='store_true', default=False, help='use gpu or not')
     parser.add_argument('--mode', choices=['probe', 'efficient', 'zeroshot', 'ranking'], default='probe')
     parser.add_argument('--markdown', default=None, help='also write the Markdown tables here')
-    parser.add_argument('--out_dir', default='results/benchmark', help='plots, per-type tables, JSON details')
+    parser.add_argument('--out_dir', default='runs/benchmark', help='plots, per-type tables, JSON details')
     parser.add_argument('--cache_dir', default=None, help='score/feature cache (default: OUT_DIR/cache)')
     parser.add_argument('--n_splits', type=int, default=10)
     parser.add_argument('--train_ratio', type=float, default=0.8)
@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='torch threads (default 1: on a shared 2-core machine, one thread per process was '
                              'measured 3x faster than two)')
     args = parser.parse_args(argv)
+    from crossiqa_pyiqa.paths import resolve
+
+    for key in ('out_dir', 'cache_dir', 'pristine_dir', 'save_result_path', 'markdown'):
+        setattr(args, key, resolve(getattr(args, key)))  # datasets/... and runs/... under $CROSSIQA_HOME
     import torch
 
     torch.set_num_threads(max(1, args.threads))

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                         help='override any option, e.g. regression.n_splits=5 encoder.options.clip_model_path=RN50.pt')
     args = parser.parse_args(argv)
+    from crossiqa_pyiqa.paths import resolve
+
+    for key in ('encoder', 'summary', 'pristine', 'out', 'split_file', 'cache_dir'):
+        setattr(args, key, resolve(getattr(args, key)))  # datasets/... and runs/... under $CROSSIQA_HOME
     import torch
 
     torch.set_num_threads(max(1, args.threads))

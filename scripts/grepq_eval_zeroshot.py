@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Zero-shot SRCC/PLCC/KRCC of a GRepQ metric on a labelled NR dataset (no labels used for scoring).
 
-    python scripts/grepq_eval_zeroshot.py --metric grepq-ll-zs --out /work/runs/grepq/eval/livec_ll_zs
+    python scripts/grepq_eval_zeroshot.py --metric grepq-ll-zs --out runs/grepq/eval/livec_ll_zs
     python scripts/grepq_eval_zeroshot.py --metric grepq-ll-zs \
-        --weights /work/runs/grepq/random_ll.safetensors --out /work/runs/grepq/eval/livec_ll_zs_random
+        --weights runs/grepq/random_ll.safetensors --out runs/grepq/eval/livec_ll_zs_random
 
 Images are read by pyiqa's dataset class (CLIVE: ``LIVEChallengeDataset``, which drops the
 7 training images t1..t7) at their native size and scored through
@@ -21,8 +21,8 @@ import time
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
-LIVEC = {'name': 'livec', 'type': 'LIVEChallengeDataset', 'dataroot_target': '/work/data/livec/Images',
-         'meta_info_file': '/work/data/livec/meta_info_LIVEChallengeDataset.csv', 'phase': 'test'}
+LIVEC = {'name': 'livec', 'type': 'LIVEChallengeDataset', 'dataroot_target': 'datasets/livec/Images',
+         'meta_info_file': 'datasets/livec/meta_info_LIVEChallengeDataset.csv', 'phase': 'test'}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

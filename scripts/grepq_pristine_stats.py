@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Pristine statistics for GRepQ's zero-shot score, and the weight file that carries them.
 
-    python scripts/grepq_pristine_stats.py --weights /work/runs/grepq/ll_cpu/grepq_ll_cpu.safetensors \
-        --pristine /work/shared/data/pristine --out crossiqa_pyiqa/weights/grepq_ll.safetensors --dtype float16
-    python scripts/grepq_pristine_stats.py --random-seed 0 --out /work/runs/grepq/random_ll.safetensors  # baseline
+    python scripts/grepq_pristine_stats.py --weights runs/grepq/ll_cpu/grepq_ll_cpu.safetensors \
+        --pristine datasets/pristine --out crossiqa_pyiqa/weights/grepq_ll.safetensors --dtype float16
+    python scripts/grepq_pristine_stats.py --random-seed 0 --out runs/grepq/random_ll.safetensors  # baseline
 
 Builds the sharp-and-colourful 96×96 patch bank of the pristine folder (DESIGN §3), fits the
 Gaussian of the low-level features, writes the file (optionally with weight matrices in
@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--weights', help='GRepQ weight file with the trained low-level encoder')
     src.add_argument('--random-seed', type=int, help='randomly initialised encoder (baseline, DESIGN §5)')
-    p.add_argument('--pristine', nargs='+', default=['/work/shared/data/pristine'], help='pristine image folders')
+    p.add_argument('--pristine', nargs='+', default=['datasets/pristine'], help='pristine image folders')
     p.add_argument('--out', required=True, help='weight file to write')
     p.add_argument('--dtype', choices=sorted(DTYPES), default='float16', help='storage dtype of weight matrices')
     p.add_argument('--sharpness-ratio', type=float, default=0.75)
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from crossiqa_pyiqa.paths import resolve
+
+    args.pristine = [resolve(d) for d in args.pristine]  # datasets/... under $CROSSIQA_HOME
     import torch
 
     torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ With ``--real_noise DIR`` the question is asked of real camera noise instead: DI
 (noisy, clean) pairs of the same scene, e.g. PolyU's ``CroppedImages`` (``X_real.JPG`` is a
 single noisy shot, ``X_mean.JPG`` the average of many shots of the same scene):
 
-    python scripts/independent_check.py -m crossiqa niqe brisque --real_noise /data/polyu/CroppedImages
+    python scripts/independent_check.py -m crossiqa niqe brisque --real_noise datasets/polyu/CroppedImages
 
 Pairing rule (see :func:`find_pairs`): an image file whose name without extension ends in
 ``--noisy_suffix`` (default ``_real``) is noisy, one ending in ``--clean_suffix`` (default
@@ -66,9 +66,13 @@ def find_pairs(folder, noisy_suffix: str = '_real', clean_suffix: str = '_mean')
     ``ValueError`` naming the files when an image is neither, has no partner, or a key is
     taken twice, and when the folder holds no pair at all. Other files are ignored.
     """
-    folder = Path(folder)
+    from crossiqa_pyiqa.paths import dataset_of, resolve
+
+    folder = Path(resolve(folder))  # datasets/... under $CROSSIQA_HOME
     if not folder.is_dir():
-        raise ValueError(f'--real_noise {folder}: not a folder')
+        name = dataset_of(folder)
+        how = f' (prepare it with `python scripts/prepare_data.py {name}`)' if name else ''
+        raise ValueError(f'--real_noise {folder}: not a folder{how}')
     if noisy_suffix.lower() == clean_suffix.lower() or not noisy_suffix or not clean_suffix:
         raise ValueError('the noisy and clean suffixes must differ and be non-empty, '
                          f'got {noisy_suffix!r}, {clean_suffix!r}')
@@ -190,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.real_noise is not None:
+        from crossiqa_pyiqa.paths import resolve
+
+        args.real_noise = resolve(args.real_noise)
         import torch
 
         torch.set_num_threads(args.threads)

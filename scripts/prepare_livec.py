@@ -2,6 +2,9 @@
 
     python scripts/prepare_livec.py SRC OUT [--link | --copy]
 
+(`python scripts/prepare_data.py livec --from SRC` does the same into the data layout,
+``datasets/livec`` under ``$CROSSIQA_HOME``, also from a fetched snapshot or a zip.)
+
 SRC is the unpacked ``ChallengeDB_release`` folder (``Images/``, ``Images/trainingImages/``,
 ``Data/AllImages_release.mat``, ``Data/AllMOS_release.mat``, ``Data/AllStdDev_release.mat``).
 OUT receives ``Images/`` (flat: the 1162 test images and the 7 training images) and

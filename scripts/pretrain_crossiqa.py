@@ -17,6 +17,7 @@ import sys
 # other jobs running, see README "Training speed"); passive waiting costs nothing on an idle machine.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+from crossiqa_pyiqa.paths import resolve
 from crossiqa_pyiqa.train.options import apply_overrides, dict2str, load_options
 
 
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for key in ('out', 'resume', 'summary', 'export'):
+        setattr(args, key, resolve(getattr(args, key)))  # runs/... (and datasets/...) under $CROSSIQA_HOME
     opt = load_options(args.opt)
     overrides = list(args.set)
     if args.data:
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps is not None:
         overrides.append(f'train.total_iter={args.max_steps}')
     opt = apply_overrides(opt, overrides)
-    out = args.out or os.path.join('runs', opt.get('name', 'pretrain'))
+    out = args.out or resolve(f"runs/{opt.get('name', 'pretrain')}")
 
     from crossiqa_pyiqa.train.trainer import Trainer
 

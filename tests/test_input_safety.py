@@ -33,6 +33,7 @@ from crossiqa_pyiqa.weights import WeightFileError, read_weights, save_weights  
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'scripts'))
+sys.path.insert(0, str(ROOT / 'tools'))
 sys.path.insert(0, str(ROOT / 'tests'))
 DEBUG = str(ROOT / 'options' / 'pretrain' / 'crossiqa_debug.yml')
 TINY = dict(embed_dim=48, depth=2, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2, img_size=64)
@@ -98,7 +99,7 @@ def test_malicious_checkpoint_is_not_run_by_resume_path_auto_or_ablation_eval(tm
     with pytest.warns(RuntimeWarning, match='ckpt_00000010.pth'):
         trainer = Trainer(_debug_opt(), str(tmp_path / 'auto'), resume='auto')
     assert trainer.step == 0 and not marker.exists()
-    # scripts/ablation_eval.py --encoder X.pth
+    # tools/ablation_eval.py --encoder X.pth
     import argparse
 
     import ablation_eval
@@ -612,7 +613,8 @@ def test_cli_keeps_rows_written_before_an_interrupt(tmp_path):
         assert proc.returncode == 130 and 'Interrupted after' in err
 
 
-def test_cli_keeps_other_metrics_when_one_fails(tmp_path):
+def test_cli_keeps_other_metrics_when_one_fails(tmp_path, classic_weights):
+    classic_weights('niqe', 'brisque')
     folder = tmp_path / 'imgs'
     folder.mkdir()
     Image.fromarray(rgb('chelsea', 24, 200)).save(folder / 'strip.png')  # below crossiqa's and niqe's sizes

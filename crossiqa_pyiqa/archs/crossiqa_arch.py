@@ -1,39 +1,46 @@
-r"""Cross-IQA: a ViT whose class token learns image quality from unlabelled images.
+r"""Cross-IQA as a pyiqa architecture (``CrossIQA`` in ``ARCH_REGISTRY``): configs, the network, its head.
 
 Our reading of Zhang et al., "Cross-IQA: Unsupervised Learning for Image Quality
-Assessment" (arXiv 2405.04311), see DESIGN.md §2:
+Assessment" (arXiv 2405.04311), see DESIGN.md §2 and docs/ARCHITECTURE.md:
 
-- Pretext: two weight-sharing branches encode two differently degraded versions
-  ``a`` and ``b`` of one pristine crop into ``(q, P)`` = (class token, patch tokens).
-  The decoder renders ``a`` from ``(q_a, P_b)`` and ``b`` from ``(q_b, P_a)``: content
-  comes from the other branch, so the degradation can only travel through the
-  class token, which becomes a quality code.
-- Downstream: the frozen encoder's features feed a linear (ridge) head, or a
-  NIQE-style distance to pristine statistics (zero-shot).
+- Pretext (:meth:`CrossIQA.pretext`): two weight-sharing branches encode two differently
+  degraded versions ``a`` and ``b`` of one pristine crop into ``(q, P)`` = (quality code,
+  content tokens). The decoder (``archs/decoder.py``) renders ``a`` from ``(q_a, P_b)`` and
+  ``b`` from ``(q_b, P_a)``: content comes from the other branch, so the degradation can
+  only travel through ``q``, which becomes a quality code.
+- Encoders, chosen by ``backbone``: a pretrained CNN (EfficientNet-Lite0 for the shipped
+  ``crossiqa``; ``q`` = attention pooling of the head map, ``archs/cnn_encoder.py``), a
+  pretrained DINOv2-style ViT (``q`` = its class token, ``archs/vit_encoder.py``) or the
+  from-scratch ViT of ``crossiqa-tiny`` (``backbone: vit``, ``archs/vit_scratch.py``).
+- Downstream (:meth:`CrossIQA.forward`): the frozen encoder's features
+  (:meth:`CrossIQA.forward_features`) feed a ridge head fitted by
+  ``scripts/fit_regressor.py``, or a zero-shot head fitted without MOS (a direction from
+  synthetic pairs, or a NIQE-style distance to pristine statistics).
 
-Images are scored at their own pixel scale (never resized), either in tiles of
-the training crop size whose features are averaged (``native_mode='tiles'``) or
-as one sequence with interpolated position embeddings (``native_mode='interp'``).
+Images are scored at their own pixel scale (never resized): a CNN reads the whole image
+(tiles of at most ``max_pixels`` for huge ones); a ViT reads tiles of the training crop
+size whose features are averaged (``native_mode='tiles'``) or one sequence with
+interpolated position embeddings (``native_mode='interp'``).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
-from timm.models.vision_transformer import Block
 
 from pyiqa.utils.registry import ARCH_REGISTRY
 
 from crossiqa_pyiqa.archs.backbones import (NUM_STAGES, BACKBONE_CONFIGS, VIT_BACKBONE_CONFIGS, load_backbone_weights,
                                             stage_channels)
 from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
+from crossiqa_pyiqa.archs.decoder import CrossIQADecoder
 from crossiqa_pyiqa.archs.precision import apply_keeping_float32, full_precision, module_dtype
 from crossiqa_pyiqa.archs.stats_decoder import STATS_PER_CELL, StatsDecoder
 from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
+from crossiqa_pyiqa.archs.vit_scratch import CrossIQAEncoder
 from crossiqa_pyiqa.weights import PACKAGE_WEIGHTS_DIR, load_state_strict, read_named_or_path
 
 #: Named sizes, in the spirit of timm's model configurations.
@@ -153,97 +160,6 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     if bad_tokens or not out['feature_tokens']:
         raise ValueError(f"feature_tokens must be a non-empty subset of ('cls', 'mean', 'std'), got {out['feature_tokens']}")
     return out
-
-
-class CrossIQAEncoder(nn.Module):
-    """ViT encoder with a class token (timm blocks), usable at any input size."""
-
-    def __init__(self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
-                 mlp_ratio: float) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.grid = img_size // patch_size
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=embed_dim,
-                                      strict_img_size=False)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, embed_dim))
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        trunc_normal_(self.pos_embed, std=0.02)
-        trunc_normal_(self.cls_token, std=0.02)
-
-    def pos_embed_for(self, grid_hw: tuple[int, int]) -> torch.Tensor:
-        if grid_hw == (self.grid, self.grid):
-            return self.pos_embed
-        return resample_abs_pos_embed(self.pos_embed, list(grid_hw), old_size=[self.grid, self.grid],
-                                      num_prefix_tokens=1)
-
-    def forward(self, x: torch.Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None,
-                return_blocks: Sequence[int] = ()) -> dict[str, Any]:
-        """Encode; optionally drop a random ``mask_ratio`` of patches (MAE-style).
-
-        Returns ``cls`` (B, D), ``patches`` (B, L_kept, D), ``ids_keep`` (B, L_kept) or None,
-        and ``blocks``: normalised token sequences of the requested block indices.
-        """
-        grid_hw = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
-        tokens = self.patch_embed((x - 0.45) / 0.225)  # [0,1] pixels → roughly zero-mean, unit-scale
-        pos = self.pos_embed_for(grid_hw)
-        tokens = tokens + pos[:, 1:]
-        ids_keep = None
-        if mask_ratio > 0:
-            b, length, dim = tokens.shape
-            keep = max(1, int(round(length * (1 - mask_ratio))))
-            noise = torch.rand(b, length, generator=generator, device='cpu' if generator is None else generator.device)
-            ids_keep = noise.to(tokens.device).argsort(dim=1)[:, :keep].sort(dim=1).values
-            tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, dim))
-        cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)
-        tokens = torch.cat([cls, tokens], dim=1)
-        wanted = {i % len(self.blocks) for i in return_blocks}
-        outputs = {}
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens)
-            if i in wanted:
-                outputs[i] = self.norm(tokens)
-        tokens = self.norm(tokens)
-        return {'cls': tokens[:, 0], 'patches': tokens[:, 1:], 'ids_keep': ids_keep,
-                'blocks': [outputs[i % len(self.blocks)] for i in return_blocks]}
-
-
-class CrossIQADecoder(nn.Module):
-    """Light ViT decoder: renders an image's patches from a quality code and content tokens."""
-
-    def __init__(self, num_patches: int, patch_size: int, embed_dim: int, decoder_dim: int, depth: int,
-                 num_heads: int, mlp_ratio: float, condition: str) -> None:
-        super().__init__()
-        if condition not in ('token', 'token+add'):
-            raise ValueError(f"decoder_condition must be 'token' or 'token+add', got {condition!r}")
-        self.condition = condition
-        self.embed = nn.Linear(embed_dim, decoder_dim)
-        self.quality_embed = nn.Linear(embed_dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, decoder_dim))
-        self.blocks = nn.ModuleList([Block(decoder_dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        self.pixel_head = nn.Linear(decoder_dim, patch_size * patch_size * 3)
-        trunc_normal_(self.pos_embed, std=0.02)
-        trunc_normal_(self.mask_token, std=0.02)
-
-    def forward(self, quality: torch.Tensor, content: torch.Tensor, ids_keep: torch.Tensor | None) -> torch.Tensor:
-        """``quality`` (B, D), ``content`` (B, L_kept, D) → pixel patches (B, L, p*p*3)."""
-        content = self.embed(content)
-        b, _, dim = content.shape
-        num_patches = self.pos_embed.shape[1] - 1
-        if ids_keep is not None:  # put the kept tokens back in place, mask tokens elsewhere
-            full = self.mask_token.expand(b, num_patches, -1).clone()
-            full.scatter_(1, ids_keep[..., None].expand(-1, -1, dim), content)
-            content = full
-        q = self.quality_embed(quality)[:, None]
-        if self.condition == 'token+add':
-            content = content + q
-        tokens = torch.cat([q, content], dim=1) + self.pos_embed
-        for block in self.blocks:
-            tokens = block(tokens)
-        return self.pixel_head(self.norm(tokens)[:, 1:])
 
 
 @ARCH_REGISTRY.register()

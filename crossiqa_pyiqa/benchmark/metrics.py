@@ -21,8 +21,15 @@ from typing import Any
 import torch
 
 from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS as CROSSIQA_DEFAULT_WEIGHTS
+from crossiqa_pyiqa.optionfile import ANY, REQUIRED, Keys, MapOf, load_options
+from crossiqa_pyiqa.train.options import network_keys
 
 OUR_KEYS = ('seed', 'probe', 'ranking')
+
+#: Schema of one entry of a metric-options file (``--metric_opt``).
+BENCHMARK_METRIC = {REQUIRED: {'metric_opts'}, 'metric_opts': Keys(network_keys(), 'metric_opts'),
+                    'metric_mode': ANY, 'lower_better': ANY, 'score_range': ANY, 'ranking': ANY, 'seed': ANY,
+                    'probe': ANY}
 
 
 @dataclass
@@ -63,9 +70,7 @@ def packaged_weight_file(metric_opts: dict[str, Any]) -> str | None:
 
 
 def load_metric_opt_file(path: str) -> dict[str, dict[str, Any]]:
-    from crossiqa_pyiqa.options import load_options
-
-    custom = load_options(path, kind='benchmark_metrics')  # unknown keys fail, naming the key
+    custom = load_options(path, MapOf(BENCHMARK_METRIC))  # unknown keys fail, naming the key
     for name, cfg in custom.items():
         if not isinstance(cfg, dict) or 'metric_opts' not in cfg or 'type' not in (cfg['metric_opts'] or {}):
             raise ValueError(f'{path}: metric {name!r} needs `metric_opts:` with a `type:` (pyiqa format).')
@@ -74,9 +79,10 @@ def load_metric_opt_file(path: str) -> dict[str, dict[str, Any]]:
 
 def resolve_metrics(names: list[str], custom: dict[str, dict[str, Any]] | None = None) -> list[MetricSpec]:
     """Specs for ``names`` (custom entries first, then pyiqa's DEFAULT_CONFIGS); unknown names fail early."""
-    import crossiqa_pyiqa  # noqa: F401  (plugin metrics in DEFAULT_CONFIGS)
+    from crossiqa_pyiqa.registration import register
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
+    register()  # the plugin's metrics in DEFAULT_CONFIGS (idempotent)
     custom = custom or {}
     specs, unknown = [], []
     for name in dict.fromkeys(names):

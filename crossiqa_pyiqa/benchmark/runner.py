@@ -69,9 +69,9 @@ class LoadedDataset:
 
 
 def load_dataset(name: str, opt: dict[str, Any], cfg: BenchmarkConfig) -> LoadedDataset:
-    from crossiqa_pyiqa.options import validate_options
+    from crossiqa_pyiqa.optionfile import DATASET_KEYS, MapOf, validate_schema
 
-    validate_options({name: opt}, 'benchmark_datasets')  # a misspelt key fails here, naming it
+    validate_schema({name: opt}, MapOf(DATASET_KEYS))  # a misspelt key fails here, naming it
     opt = {**opt, 'name': opt.get('name', name)}
     opt.setdefault('phase', 'test')
     dataset = build_iqa_dataset(opt)
@@ -258,16 +258,13 @@ def run_efficient(cfg: BenchmarkConfig, loaded: list[LoadedDataset]) -> tuple[di
 
 def run_ranking(cfg: BenchmarkConfig) -> tuple[dict[str, Any], str]:
     from crossiqa_pyiqa.benchmark.ranking import (DegradedReader, load_degradations, pristine_paths,
-                                                  ranking_items, ranking_tests)
+                                                  ranking_items, ranking_tests, ranking_types)
 
     if not cfg.pristine_dir:
         raise ValueError('--mode ranking needs --pristine_dir (held-out pristine images)')
     types, apply_fn = load_degradations()
-    if cfg.ranking_types:
-        unknown = set(cfg.ranking_types) - set(types)
-        if unknown:
-            raise ValueError(f'Unknown degradation type(s) {sorted(unknown)}; known: {types}')
-        types = list(cfg.ranking_types)
+    if cfg.ranking_types:  # names of any registered type (camera family included) and the shorthands
+        types = ranking_types(cfg.ranking_types)
     paths = pristine_paths(cfg.pristine_dir, cfg.ranking_max_images)
     items = ranking_items(len(paths), types)
     reader = DegradedReader(paths, cfg.ranking_crop, apply_fn, types, seed=cfg.seed)

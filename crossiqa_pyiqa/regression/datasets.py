@@ -5,6 +5,8 @@ every dataset pyiqa supports works. pyiqa itself fails late and vaguely on a bad
 meta-info file (a ``ValueError`` from ``float()`` with no row, a missing image only
 when it is read), so the meta-info CSV is checked first and every error names the
 file and the row: a benchmark must never silently run on part of a dataset.
+Paths ``datasets/...`` are read under ``$CROSSIQA_HOME`` (:mod:`crossiqa_pyiqa.paths`); a
+missing dataset of that layout names the command that prepares it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from crossiqa_pyiqa.paths import dataset_of, resolve_tree
+
 
 class DatasetError(ValueError):
     """A dataset's options, meta-info file or images are unusable."""
@@ -28,13 +32,14 @@ NATIVE_FORBIDDEN = ('augment',)
 
 
 def _dataset_class(opt: Mapping[str, Any]):
-    from pyiqa.data import _lazy_import_dataset
+    import pyiqa.data
     from pyiqa.utils.registry import DATASET_REGISTRY
 
     if 'type' not in opt:
         raise DatasetError(f'Dataset options {dict(opt)} have no `type` (e.g. GeneralNRDataset).')
-    if opt['type'] not in DATASET_REGISTRY:
-        _lazy_import_dataset(opt['type'])
+    lazy_import = getattr(pyiqa.data, '_lazy_import_dataset', None)  # pyiqa >= 0.1.16; older ones import all
+    if opt['type'] not in DATASET_REGISTRY and lazy_import is not None:
+        lazy_import(opt['type'])
     try:
         return DATASET_REGISTRY.get(opt['type'])
     except KeyError:
@@ -58,6 +63,7 @@ def check_meta_info(opt: Mapping[str, Any]) -> int:
     """Validate the meta-info CSV of NR/FR datasets; returns the number of rows. Errors name file and row."""
     import pandas as pd
 
+    opt = resolve_tree(dict(opt))
     kind = dataset_kind(opt)
     if kind == 'other':
         return -1
@@ -66,7 +72,9 @@ def check_meta_info(opt: Mapping[str, Any]) -> int:
             raise DatasetError(f"Dataset {opt.get('name', '?')!r}: option `{key}` is required.")
     meta = str(opt['meta_info_file'])
     if not os.path.isfile(meta):
-        raise DatasetError(f'Meta-info file {meta} does not exist.')
+        name = dataset_of(meta)
+        how = f': prepare the dataset with `python scripts/prepare_data.py {name}`' if name else '.'
+        raise DatasetError(f'Meta-info file {meta} does not exist{how}')
     try:
         table = pd.read_csv(meta)
     except pd.errors.EmptyDataError:
@@ -109,7 +117,7 @@ def build_iqa_dataset(opt: Mapping[str, Any]):
     """Check, then build with pyiqa's ``build_dataset``; images stay at their native size."""
     from pyiqa.data import build_dataset
 
-    opt = deepcopy(dict(opt))
+    opt = resolve_tree(deepcopy(dict(opt)))  # datasets/... under $CROSSIQA_HOME, also for pyiqa's builder
     bad = [k for k in NATIVE_FORBIDDEN if opt.get(k)]
     if bad:
         raise DatasetError(f"Dataset {opt.get('name', '?')!r}: remove {bad} from its options; quality features "
@@ -158,6 +166,7 @@ def dataset_records(dataset, opt: Mapping[str, Any]) -> DatasetRecords:
     or ``distortion_type_regex`` (one capture group matched against the image file name);
     groups from the reference column of FR datasets or ``group_column``.
     """
+    opt = resolve_tree(dict(opt))
     kind = dataset_kind(opt)
     rows = dataset.paths_mos
     if kind == 'FR':

@@ -131,8 +131,13 @@ def folder_images(folder: str | os.PathLike) -> list[str]:
     """Image files of a folder (recursively, sorted), with pyiqa's own scanner."""
     from pyiqa.utils import scandir_images
 
+    from crossiqa_pyiqa.paths import dataset_of, resolve
+
+    folder = resolve(folder)  # datasets/... under $CROSSIQA_HOME
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f'Image folder {folder} does not exist.')
+        name = dataset_of(folder)
+        how = f': prepare it with `python scripts/prepare_data.py {name}`' if name else '.'
+        raise FileNotFoundError(f'Image folder {folder} does not exist{how}')
     paths = scandir_images(str(folder))
     if not paths:
         raise FileNotFoundError(f'Image folder {folder} holds no images.')

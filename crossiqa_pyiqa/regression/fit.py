@@ -142,9 +142,9 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     from crossiqa_pyiqa.weights import user_weights_dir
 
     t0 = time.time()
-    from crossiqa_pyiqa.options import validate_options
+    from crossiqa_pyiqa.regression.options import validate_regress
 
-    validate_options(opt, 'regress')
+    validate_regress(opt)
     reg, dataset, all_records, records, keep, splits = protocol_data(opt)
     data_opt = _dataset_opt(opt)
     net, source = build_encoder(opt, encoder_file)

@@ -1,4 +1,4 @@
-"""Options YAML, read like pyiqa's (``pyiqa.utils.options.ordered_yaml``) and checked early."""
+"""Options of ``scripts/fit_regressor.py``: the ``regression`` section's defaults and the file's schema."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ import numpy as np
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """The trainers' options reader (pyiqa's ordered YAML, plain dicts, clear errors)."""
-    from crossiqa_pyiqa.train.options import load_options
+    """The plugin's options reader (safe YAML 1.2, plain dicts, clear errors)."""
+    from crossiqa_pyiqa.optionfile import load_options
 
     return load_options(str(path))
 
@@ -52,3 +52,28 @@ def regression_options(opt: dict[str, Any]) -> dict[str, Any]:
 
     reg['ranking'] = ranking_options(reg['ranking'])
     return reg
+
+
+def regress_schema() -> dict[str, Any]:
+    """Options of ``scripts/fit_regressor.py``."""
+    from crossiqa_pyiqa.optionfile import ANY, DATASET_KEYS, Keys, MapOf
+    from crossiqa_pyiqa.regression.ranking_pairs import RANKING_DEFAULTS
+    from crossiqa_pyiqa.train.options import network_keys
+
+    regression: dict[str, Any] = {k: ANY for k in REGRESSION_DEFAULTS}
+    regression['ranking'] = {k: ANY for k in RANKING_DEFAULTS}
+    return {
+        'name': ANY,
+        'dataset': DATASET_KEYS,
+        'datasets': MapOf(DATASET_KEYS),
+        'encoder': {'pretrained_model_path': ANY, 'random_seed': ANY, 'options': Keys(network_keys(), 'network options')},
+        'regression': regression,
+        'cache_dir': ANY,
+    }
+
+
+def validate_regress(opt: dict[str, Any], source: str | None = None) -> None:
+    """Unknown or missing keys of a regress options mapping raise ``OptionsError`` naming them."""
+    from crossiqa_pyiqa.optionfile import validate_schema
+
+    validate_schema(opt, regress_schema(), source)

@@ -56,11 +56,11 @@ def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingO
     benchmark row can follow the shipped head's recipe without a copy that drifts.
     """
     if isinstance(spec, (str, os.PathLike)):
-        from crossiqa_pyiqa.regression.options import load_yaml
+        from crossiqa_pyiqa.optionfile import load_options
 
         if not os.path.isfile(spec):
             raise FileNotFoundError(f'ranking: options file {spec} does not exist')
-        spec = (load_yaml(spec).get('regression') or {}).get('ranking')
+        spec = (load_options(spec).get('regression') or {}).get('ranking')
     if not spec:
         return None
     unknown = set(spec) - set(RANKING_DEFAULTS)
@@ -72,9 +72,14 @@ def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingO
         dirs = [dirs]
     if not dirs:
         raise ValueError('regression.ranking needs pristine_dirs: folders of pristine images to degrade')
+    from crossiqa_pyiqa.paths import dataset_of, resolve
+
+    dirs = [resolve(d) for d in dirs]  # datasets/... under $CROSSIQA_HOME
     for d in dirs:
         if not os.path.isdir(d):
-            raise FileNotFoundError(f'regression.ranking.pristine_dirs: {d} is not a folder')
+            name = dataset_of(d)
+            how = f': prepare it with `python scripts/prepare_data.py {name}`' if name else ''
+            raise FileNotFoundError(f'regression.ranking.pristine_dirs: {d} is not a folder{how}')
     if int(opts['n_images']) < 1:
         raise ValueError(f"regression.ranking.n_images must be >= 1, got {opts['n_images']}")
     if float(opts['weight']) < 0 or float(opts['margin_per_level']) < 0:
@@ -123,7 +128,7 @@ def _pristine_images(dirs: Sequence[str]) -> list[str]:
 def ranking_pairs(net: torch.nn.Module, opts: RankingOptions,
                   cache_dir: str | os.PathLike | None = None) -> RankingPairs:
     """Features of ``n_images`` seeded pristine crops and of one degraded version per type of each."""
-    from crossiqa_pyiqa.benchmark.ranking import DegradedReader, RankingItem, load_degradations
+    from crossiqa_pyiqa.regression.degraded import DegradedReader, RankingItem, load_degradations
     from crossiqa_pyiqa.regression.features import cache_key, default_cache_dir, extract
 
     all_types, apply_fn = load_degradations()

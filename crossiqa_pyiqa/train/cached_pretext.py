@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from crossiqa_pyiqa.train.tasks import PretextTask, register_task
+from crossiqa_pyiqa.train.registry import PretextTask, register_task
 
 CACHE_DEFAULTS = {'dir': None, 'crops': 2048, 'views': 8, 'shard_crops': 64}
 LOSS_DEFAULTS = {'self_weight': 0.0, 'colour_weight': 10.0, 'fine_weight': 1.0, 'middle_weight': 1.0}
@@ -80,7 +80,7 @@ class CachedCrossIQAPretext(PretextTask):
 
     # ------------------------------------------------------------------ cache
     def cache_key(self, paths: Sequence[str]) -> dict[str, Any]:
-        from crossiqa_pyiqa.options import to_plain
+        from crossiqa_pyiqa.optionfile import to_plain
         from crossiqa_pyiqa.train.view_cache import degradations_code_digest, frozen_weights_digest, images_digest
 
         c, enc = self.model.config, self.model.encoder

@@ -20,9 +20,14 @@ from crossiqa_pyiqa.image_files import IMAGE_EXTENSIONS as IMAGE_SUFFIXES, find_
 def list_images(folders: Sequence[str]) -> list[str]:
     """All images under the folders (recursive), sorted; errors name a missing or empty folder."""
     paths: list[str] = []
+    from crossiqa_pyiqa.paths import dataset_of, resolve
+
     for folder in folders:
+        folder = resolve(folder)  # datasets/... under $CROSSIQA_HOME
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f'Training image folder not found: {folder}')
+            name = dataset_of(folder)
+            how = f': prepare it with `python scripts/prepare_data.py {name}`' if name else ''
+            raise FileNotFoundError(f'Training image folder not found: {folder}{how}')
         found = find_images(folder)  # the allow-list shared with the CLI; skipped files are counted and named
         if not found:
             raise ValueError(f'No images ({", ".join(IMAGE_SUFFIXES)}) found under {folder}')

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crossiqa_pyiqa.train.tasks import PretextTask, register_task
+from crossiqa_pyiqa.train.registry import PretextTask, register_task
 
 #: Default distortions of the low-level task: one per family that dominates authentic
 #: datasets (blur, compression, noise, contrast). The release's own choice lives in its

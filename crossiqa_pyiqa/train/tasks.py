@@ -7,20 +7,12 @@ synchronisation covers whatever the task's forward touches.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-TASK_REGISTRY: dict[str, Callable[[dict[str, Any]], 'PretextTask']] = {}
-
-
-def register_task(name: str):
-    def deco(cls):
-        TASK_REGISTRY[name] = cls
-        return cls
-    return deco
+from crossiqa_pyiqa.train.registry import TASK_REGISTRY, PretextTask, register_task  # noqa: F401  (re-exported)
 
 
 def build_task(opt: dict[str, Any]) -> 'PretextTask':
@@ -31,23 +23,6 @@ def build_task(opt: dict[str, Any]) -> 'PretextTask':
         if name not in TASK_REGISTRY:
             raise KeyError(f'Unknown training task {name!r}; known: {sorted(TASK_REGISTRY)}')
     return TASK_REGISTRY[name](opt)
-
-
-class PretextTask(nn.Module):
-    """Interface: ``model`` (the network to export), ``forward``, ``visualise``, ``export``."""
-
-    model: nn.Module
-
-    def forward(self, crops: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def visualise(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
-        """An image grid (3, H, W) in [0, 1] showing what the task learns, or None."""
-        return None
-
-    def export(self, path: str, info: dict[str, Any]) -> str:
-        raise NotImplementedError
 
 
 def _degradation_pairs(sampler, crops: torch.Tensor, generator: torch.Generator,

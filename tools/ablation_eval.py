@@ -13,9 +13,9 @@ scores every feature set of interest by slicing it:
   by every library type at levels 1..5; the SRCC between prediction and -level per
   (image, type), averaged.
 
-    python scripts/ablation_eval.py --encoder runs/v1/checkpoints/ckpt_00000400.pth --name v1 --minutes 20 \
+    python tools/ablation_eval.py --encoder runs/v1/checkpoints/ckpt_00000400.pth --name v1 --minutes 20 \
         --options options/pretrain/crossiqa_tiny_cpu.yml --records docs/ablations/records.jsonl
-    python scripts/ablation_eval.py --random-seed 0 --name random --records docs/ablations/records.jsonl
+    python tools/ablation_eval.py --random-seed 0 --name random --records docs/ablations/records.jsonl
 """
 from __future__ import annotations
 
@@ -32,17 +32,8 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # see scripts/pretrain_cros
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-FEATURE_SETS = {
-    'cls': dict(tokens=['cls'], blocks=[-1], scales=[1.0]),
-    'cls+mean': dict(tokens=['cls', 'mean'], blocks=[-1], scales=[1.0]),
-    'cls+mean 2 scales': dict(tokens=['cls', 'mean'], blocks=[-1], scales=[1.0, 0.5]),
-    'cls+mean+std 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks=[-1], scales=[1.0, 0.5]),
-    'cls+mean+std mid+last 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks=['mid', -1], scales=[1.0, 0.5]),
-    'all blocks cls+mean+std 2 scales': dict(tokens=['cls', 'mean', 'std'], blocks='all', scales=[1.0, 0.5]),
-}
-HEAD_SET = 'cls+mean+std mid+last 2 scales'  # the features of the shipped model's head
-TOKENS = ['cls', 'mean', 'std']
-SCALES = [1.0, 0.5]
+from probes import FEATURE_SETS, HEAD_SET, SCALES, TOKENS, feature_index, level_probe, per_type_probe  # noqa: E402
+
 
 
 def load_network(args) -> torch.nn.Module:
@@ -78,21 +69,6 @@ def load_network(args) -> torch.nn.Module:
     sup.encoder.load_state_dict(net.encoder.state_dict())
     sup.eval()
     return sup
-
-
-def feature_index(net, spec) -> np.ndarray:
-    """Columns of the superset features that make up one feature set."""
-    e, depth = net.config['embed_dim'], net.config['depth']
-    blocks = range(depth) if spec['blocks'] == 'all' else [
-        depth // 2 - 1 if b == 'mid' else b % depth for b in spec['blocks']]
-    per_scale = depth * len(TOKENS) * e
-    cols = []
-    for s in spec['scales']:
-        for b in blocks:
-            for t in spec['tokens']:
-                start = SCALES.index(s) * per_scale + b * len(TOKENS) * e + TOKENS.index(t) * e
-                cols.append(np.arange(start, start + e))
-    return np.concatenate(cols)
 
 
 def kodak_l_test(net, cols_by_set, heads, kodak: str, size: int, n_images: int, cache: Path) -> dict[str, float]:
@@ -133,25 +109,6 @@ def kodak_l_test(net, cols_by_set, heads, kodak: str, size: int, n_images: int, 
     return out
 
 
-def level_probe(feats: np.ndarray, cols: np.ndarray, folds: int = 3) -> float:
-    """Issue 4's evidence: does a linear probe on frozen features predict the degradation level
-    of *held-out images*? Ridge (alpha by CV on the training images) from features to level
-    (0 = pristine, 1..5), images split into ``folds`` groups; SRCC on the unseen images, pooled."""
-    from scipy.stats import spearmanr
-
-    from crossiqa_pyiqa.regression.ridge import fit_ridge_cv
-
-    n_img, n_ver, _ = feats.shape
-    levels = np.concatenate([[0], np.tile(np.arange(1, 6), (n_ver - 1) // 5)]).astype(np.float64)
-    pred = np.zeros((n_img, n_ver))
-    for k in range(folds):
-        test = np.arange(k, n_img, folds)
-        train = np.setdiff1d(np.arange(n_img), test)
-        model = fit_ridge_cv(feats[train][:, :, cols].reshape(-1, len(cols)), np.tile(levels, len(train)))
-        pred[test] = model.predict(feats[test][:, :, cols].reshape(-1, len(cols))).reshape(len(test), n_ver)
-    return float(spearmanr(pred.reshape(-1), np.tile(levels, n_img)).statistic)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--encoder', help='pretext weight file (.safetensors) or trainer checkpoint (.pth)')
@@ -159,17 +116,21 @@ def main() -> int:
     p.add_argument('--options', help='options file of the variant (recorded; sizes for a random encoder)')
     p.add_argument('--name', required=True, help='variant name in the records')
     p.add_argument('--minutes', type=float, default=0.0, help='pretraining wall-clock minutes of this encoder')
-    p.add_argument('--livec', default='/work/data/livec', help='CLIVE in pyiqa layout (scripts/prepare_livec.py)')
-    p.add_argument('--kodak', default='../shared/data/pristine/kodak24', help='held-out pristine images')
+    p.add_argument('--livec', default='datasets/livec', help='CLIVE in pyiqa layout (python scripts/prepare_data.py livec)')
+    p.add_argument('--kodak', default='datasets/pristine/kodak24', help='held-out pristine images')
     p.add_argument('--l-size', type=int, default=256, help='centre crop of the held-out images for the L-test')
     p.add_argument('--l-images', type=int, default=12, help='number of held-out images in the L-test')
     p.add_argument('--sets', nargs='+', default=list(FEATURE_SETS))
-    p.add_argument('--cache', default='/work/runs/ablation_cache')
+    p.add_argument('--cache', default='runs/ablation_cache')
     p.add_argument('--records', default='docs/ablations/records.jsonl')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--native-mode', choices=['tiles', 'interp'], default='tiles',
                    help='native-resolution scoring: tiles of the crop size, or interpolated position embeddings')
     args = p.parse_args()
+    from crossiqa_pyiqa.paths import resolve
+
+    for key in ('encoder', 'options', 'livec', 'kodak', 'cache', 'records'):
+        setattr(args, key, resolve(getattr(args, key)))  # datasets/... and runs/... under $CROSSIQA_HOME
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -210,7 +171,6 @@ def main() -> int:
         cache_file = Path(args.cache) / f'ltest-{key}-{args.l_images}x{args.l_size}.npz'
         lt_feats = np.load(cache_file, allow_pickle=False)['features']
         result['level_probe'] = {name: level_probe(lt_feats, cols) for name, cols in cols_by_set.items()}
-        from level_probe import per_type_probe  # per-type probe: within image (L-test) and pooled
         result['type_probe'] = {name: dict(zip(('within', 'pooled'), per_type_probe(lt_feats, cols)))
                                 for name, cols in cols_by_set.items() if name in ('cls', HEAD_SET)}
         for name in args.sets:

@@ -7,7 +7,7 @@ read from the regression stage's cache (computed and cached when missing), so th
 exactly ``scripts/fit_regressor.py``'s: 10 seeded 80/20 splits, alpha by CV inside each training
 split, median SRCC/PLCC, with the ranking pairs of the options (``--plain``: without).
 
-    python scripts/concat_probe.py -opt options/regress/crossiqa_livec.yml \
+    python tools/concat_probe.py -opt options/regress/crossiqa_livec.yml \
         --encoder frozen=frozen pretext=runs/lite2/crossiqa_lite2_cpu.safetensors --concat frozen+pretext
 """
 from __future__ import annotations

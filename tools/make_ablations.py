@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Render the design study's records (``scripts/ablation_eval.py`` output) as tables and a plot.
+"""Render the design study's records (``tools/ablation_eval.py`` output) as tables and a plot.
 
-    python scripts/make_ablations.py [--records docs/ablations/records.jsonl] [--out docs/ablations/generated.md]
+    python tools/make_ablations.py [--records docs/ablations/records.jsonl] [--out docs/ablations/generated.md]
 
 Writes a Markdown fragment (one row per evaluated encoder and feature set) that
 docs/ABLATIONS.md includes verbatim, and ``docs/ablations/srcc_vs_minutes.png``:
@@ -39,7 +39,7 @@ def main() -> int:
             lines.append(f"| {r['name']} | {r.get('steps', '')} | {r.get('minutes', 0):.0f} | {s} | {c['dim']} | "
                          f"{c['srcc']:.3f} | {c['plcc']:.3f} | {'' if lt is None else f'{lt:.3f}'} |")
     probed = [r for r in records if 'type_probe' in r]
-    if probed:  # per-type level probe on held-out images (scripts/level_probe.py), newer records only
+    if probed:  # per-type level probe on held-out images (tools/level_probe.py), newer records only
         lines += ['', '| variant | steps | class-token probe: within image | class-token probe: pooled | '
                   'head features: within image | head features: pooled |', '|---|---|---|---|---|---|']
         for r in probed:

