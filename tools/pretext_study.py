@@ -55,6 +55,24 @@ def ranking_types(which: str) -> list[str]:
     return which.split(',')
 
 
+def absolute_layout(obj):
+    """``datasets/...`` and ``runs/...`` strings as absolute paths, resolved like the options reader does
+    (under ``$CROSSIQA_HOME`` when set, else the working directory): the study's subprocesses run with
+    ``CROSSIQA_HOME`` pointing at the study's own weights folder."""
+    from crossiqa_pyiqa.paths import resolve_tree
+
+    def walk(o):
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [walk(v) for v in o]
+        if isinstance(o, str) and o.replace('./', '', 1).startswith(('datasets/', 'runs/')):
+            return os.path.abspath(o)
+        return o
+
+    return walk(resolve_tree(obj))
+
+
 def run(cmd: list[str], env: dict[str, str], log: list[str], capture: bool = True) -> str:
     text = ' '.join(shlex.quote(c) for c in cmd)
     print(f'\n$ {text}', flush=True)
@@ -76,22 +94,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--regress', default='options/regress/crossiqa_livec.yml')
     p.add_argument('--out', default='runs/study')
     p.add_argument('--polyu', default='datasets/polyu/CroppedImages')
-    p.add_argument('--kodak', default='../shared/data/pristine/kodak24')
+    p.add_argument('--kodak', default='datasets/pristine/kodak24')
     p.add_argument('--steps', nargs='+', default=list(STEPS), choices=STEPS)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--cache', default='runs/study_cache', help='feature cache shared by studies (per encoder and data)')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override regress options (as fit_regressor)')
     args = p.parse_args(argv)
 
-    out = Path(args.out).resolve()
+    args.polyu, args.kodak = absolute_layout([args.polyu, args.kodak])
+    out = Path(absolute_layout(args.out)).resolve()
     home = out / 'home'
     (home / 'weights').mkdir(parents=True, exist_ok=True)
     env = {**os.environ, 'CROSSIQA_HOME': str(home), 'HF_HUB_OFFLINE': '1',
            'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}
     env.setdefault('TORCH_HOME', str(ROOT.parent / 'shared' / 'data' / 'torch_home'))
     types = ranking_types(args.types)
-    regress = yaml.safe_load((ROOT / args.regress).read_text())
+    from crossiqa_pyiqa.optionfile import apply_overrides
+
+    regress = absolute_layout(apply_overrides(yaml.safe_load((ROOT / args.regress).read_text()), args.set))
     regress['regression']['ranking']['types'] = types
-    regress['cache_dir'] = str(Path(args.cache).resolve())
+    regress['cache_dir'] = str(Path(absolute_layout(args.cache)).resolve())
+    data_opt = out / 'datasets.yml'
+    data_opt.write_text(yaml.safe_dump(absolute_layout(yaml.safe_load((ROOT / 'options/benchmark/datasets.yml')
+                                                                      .read_text())), sort_keys=False))
     regress_file = out / 'regress.yml'
     regress_file.write_text(yaml.safe_dump(regress, sort_keys=False))
     names = [f'crossiqa-study-{n}' for n, _ in args.variant]
@@ -135,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ['## Kodak L / D per type\n', (out / 'ranking.md').read_text()]
     if 'efficient' in args.steps:
         run([py, 'scripts/benchmark.py', '--mode', 'efficient', '-m', *names, '--metric_opt', str(metrics_yml),
-             '-d', 'livec', '--data_opt', 'options/benchmark/datasets.yml', '--efficient_sizes', '25', '50',
+             '-d', 'livec', '--data_opt', str(data_opt), '--efficient_sizes', '25', '50',
              '--out_dir', str(out / 'efficient'), '--markdown', str(out / 'efficient.md'),
              '--threads', str(args.threads)], env, log)
         md += ['## Data-efficient (CLIVE)\n', (out / 'efficient.md').read_text()]
