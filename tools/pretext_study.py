@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     regress = absolute_layout(apply_overrides(yaml.safe_load((ROOT / args.regress).read_text()), args.set))
     regress['regression']['ranking']['types'] = types
     regress['cache_dir'] = str(Path(absolute_layout(args.cache)).resolve())
+    # the efficient probe reads CLIVE as the fit does (same files: the feature cache is shared)
+    livec = yaml.safe_load((ROOT / 'options/benchmark/datasets.yml').read_text())['livec']
+    livec.update({k: regress['dataset'][k] for k in ('dataroot_target', 'meta_info_file')})
     data_opt = out / 'datasets.yml'
-    data_opt.write_text(yaml.safe_dump(absolute_layout(yaml.safe_load((ROOT / 'options/benchmark/datasets.yml')
-                                                                      .read_text())), sort_keys=False))
+    data_opt.write_text(yaml.safe_dump({'livec': absolute_layout(livec)}, sort_keys=False))
     regress_file = out / 'regress.yml'
     regress_file.write_text(yaml.safe_dump(regress, sort_keys=False))
     names = [f'crossiqa-study-{n}' for n, _ in args.variant]
@@ -135,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                    '--out', str(home / 'weights' / f'{metric}.safetensors'), '--summary', str(summary),
                    '--threads', str(args.threads), '--set', f'encoder.options.feature_tokens={tokens}']
             if path:
-                cmd[3:3] = ['--encoder', path]
-            run(cmd, env, log)
+                cmd += ['--encoder', os.path.abspath(absolute_layout(path))]
+            weight = home / 'weights' / f'{metric}.safetensors'
+            if summary.is_file() and weight.is_file():  # fitted by an earlier (killed or partial) run
+                print(f'{name}: reusing {summary}', flush=True)
+            else:
+                run(cmd, env, log)
             s = json.loads(summary.read_text())
             rows.append(f"| {name} | {s['srcc_median']:.4f} | {s['plcc_median']:.4f} |")
         md += ['## CLIVE, 10 splits (median)\n', '| variant | SRCC | PLCC |', '|---|---|---|', *rows, '']
@@ -162,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         run([py, 'scripts/benchmark.py', '--mode', 'efficient', '-m', *names, '--metric_opt', str(metrics_yml),
              '-d', 'livec', '--data_opt', str(data_opt), '--efficient_sizes', '25', '50',
              '--out_dir', str(out / 'efficient'), '--markdown', str(out / 'efficient.md'),
+             '--cache_dir', regress['cache_dir'],
              '--threads', str(args.threads)], env, log)
         md += ['## Data-efficient (CLIVE)\n', (out / 'efficient.md').read_text()]
     md += ['## Commands\n', *[f'- {c}' for c in log]]
