@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             s = json.loads(summary.read_text())
             rows.append(f"| {name} | {s['srcc_median']:.4f} | {s['plcc_median']:.4f} |")
         md += ['## CLIVE, 10 splits (median)\n', '| variant | SRCC | PLCC |', '|---|---|---|', *rows, '']
-    metrics_yml = out / 'metrics.yml'
+    metrics_yml = out / f"metrics-{'-'.join(n for n, _ in args.variant)}.yml"  # one per run: runs may share --out
     metrics_yml.write_text(yaml.safe_dump({
         m: {'metric_opts': {'type': 'CrossIQA', 'pretrained_model_path': str(home / 'weights' / f'{m}.safetensors'),
                             'head': 'linear'},
