@@ -23,18 +23,7 @@ from crossiqa_pyiqa.degradations import (  # noqa: E402
 from crossiqa_pyiqa.degradations import camera  # noqa: E402
 from crossiqa_pyiqa.degradations._ops import linear_to_srgb, srgb_to_linear  # noqa: E402
 
-IMAGES = ('astronaut', 'chelsea', 'coffee')
-SIZE = 128
-
-
-def _skimage(name, size=SIZE):
-    import skimage.data
-
-    im = torch.from_numpy(getattr(skimage.data, name)()[..., :3].copy())
-    h, w = im.shape[:2]
-    s = min(h, w)
-    im = im[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return F.interpolate(im.permute(2, 0, 1)[None].float() / 255, size=(size, size), mode='area').clamp(0, 1)
+from test_degradations import IMAGES, _skimage  # noqa: E402  (the same three photos)
 
 
 @pytest.fixture(scope='module')
