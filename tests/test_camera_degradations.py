@@ -71,21 +71,21 @@ def _psf_geometry(k, frac=0.01):
 
 def test_camera_family_registered_after_kadid():
     assert CAMERA_DEGRADATIONS == ('camera_noise', 'low_light', 'overexposure', 'underexposure', 'white_balance',
-                                   'path_motion_blur', 'defocus')
+                                   'path_motion_blur', 'defocus', 'camera_grain')
     assert ALL_DEGRADATIONS[:25] == DEGRADATIONS and ALL_DEGRADATIONS[25:] == CAMERA_DEGRADATIONS
-    assert {'camera_noise', 'low_light'} <= CODEC_DEGRADATIONS
+    assert {'camera_noise', 'low_light', 'camera_grain'} <= CODEC_DEGRADATIONS
     assert RANDOM_DEGRADATIONS & set(CAMERA_DEGRADATIONS) == {'camera_noise', 'low_light', 'white_balance',
-                                                              'path_motion_blur'}
+                                                              'path_motion_blur', 'camera_grain'}
     tables = {n: [parameter(n, lv) for lv in range(1, 6)] for n in CAMERA_DEGRADATIONS}
     assert tables == {'camera_noise': [400, 800, 1600, 3200, 6400], 'low_light': [1, 2, 3, 4, 5],
                       'overexposure': [0.3, 0.6, 1.0, 1.5, 2.0], 'underexposure': [0.3, 0.6, 1.0, 1.5, 2.5],
                       'white_balance': [0.2, 0.4, 0.7, 1.0, 1.5], 'path_motion_blur': [3, 5, 8, 12, 17],
-                      'defocus': [1, 2, 3.5, 5, 7]}
+                      'defocus': [1, 2, 3.5, 5, 7], 'camera_grain': [200, 400, 800, 1600, 3200]}
     for name in CAMERA_DEGRADATIONS:
         deg = info(name)
         assert deg.summary and deg.param_name
         # pipelines with demosaicing and JPEG have no "unchanged" parameter value
-        assert (deg.identity is None) == (name in ('camera_noise', 'low_light'))
+        assert (deg.identity is None) == (name in ('camera_noise', 'low_light', 'camera_grain'))
 
 
 def test_type_groups_resolve():
@@ -197,6 +197,26 @@ def test_camera_noise_is_correlated_grain_with_chroma_blotches():
             assert c1 > 0.3, (name, level, c1)                 # grain, not per-pixel noise
             assert c4 > 0.4, (name, level, c4)                 # chroma blotches 4+ px wide
             assert float(chroma.std()) > 0.25 * float(luma.std()), (name, level)
+
+
+def test_camera_grain_keeps_the_detail_camera_noise_erases():
+    """``camera_grain`` (no Bayer-domain denoising) leaves fine detail intact under its grain, where
+    ``camera_noise``'s phone-style denoising erases it: on a fine texture at the same ISO, the
+    residual after removing the noise (a 5x5 median over many seeds would be slow; instead the
+    mean of 8 noise draws) keeps more of the texture's high-pass energy. Its noise is luma grain
+    correlated over neighbouring pixels."""
+    x = _skimage('chelsea', 96).expand(8, -1, -1, -1).contiguous()      # one photo, 8 noise draws
+
+    def kept_detail(name: str, level: int) -> float:
+        y = apply(x, name, level, generator=_gen(3)).mean(0, keepdim=True)  # noise averages out
+        hp = lambda t: t - F.avg_pool2d(t, 3, 1, 1, count_include_pad=False)
+        return float((hp(y) * hp(x[:1]))[..., 8:-8, 8:-8].sum() / (hp(x[:1]) ** 2)[..., 8:-8, 8:-8].sum())
+
+    # camera_grain at ISO 1600 (level 4) vs camera_noise at ISO 1600 (level 3)
+    assert kept_detail('camera_grain', 4) > kept_detail('camera_noise', 3) + 0.1
+    r = (apply(torch.full((2, 3, 96, 96), 0.5), 'camera_grain', 3, generator=_gen(0)) - 0.5)[..., 8:-8, 8:-8]
+    luma = r.mean(1)
+    assert _corr(luma[..., :-1], luma[..., 1:]) > 0.3
 
 
 def test_camera_noise_has_shot_noise():
@@ -378,3 +398,43 @@ def test_ranking_benchmark_types():
     assert ranking_types(['gaussian_blur', 'low_light']) == ['gaussian_blur', 'low_light']
     with pytest.raises(ValueError, match='ranking types'):
         ranking_types(['fog'])
+
+
+def test_ranking_type_weights_are_checked_and_weigh_their_pairs(tmp_path):
+    """``regression.ranking.type_weights`` refuses unknown types and bad weights; a type's weight
+    scales its squared-hinge rows, so a heavier type's pairs end up ordered where the MOS rows
+    alone would not order them."""
+    import numpy as np
+
+    from crossiqa_pyiqa.regression.ranking_pairs import RankingPairs, ranking_options
+    from crossiqa_pyiqa.regression.ridge import fit_ridge
+
+    folder = tmp_path / 'pristine'
+    folder.mkdir()
+    base = {'pristine_dirs': [str(folder)], 'types': ['camera_grain', 'jpeg']}
+    assert ranking_options({**base, 'type_weights': {'camera_grain': 4}}).type_weights == {'camera_grain': 4.0}
+    assert ranking_options(base).type_weights is None
+    with pytest.raises(ValueError, match=r"\['defocus'\] that are not among the ranking types"):
+        ranking_options({**base, 'type_weights': {'defocus': 2}})
+    with pytest.raises(ValueError, match='finite weight >= 0'):
+        ranking_options({**base, 'type_weights': {'jpeg': -1}})
+    with pytest.raises(TypeError, match='mapping'):
+        ranking_options({**base, 'type_weights': ['jpeg']})
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    y = 10 * x[:, 0] + rng.normal(size=300)          # MOS: feature 0 only
+    # grain pairs need a drop along feature 1, which MOS ignores; jpeg pairs agree with the MOS
+    grain = np.tile([0.0, 1.0, 0.0, 0.0], (50, 1)) + 0.1 * rng.normal(size=(50, 4))
+    jpeg = np.tile([1.0, 0.0, 0.0, 0.0], (50, 1)) + 0.1 * rng.normal(size=(50, 4))
+    pairs = RankingPairs(diffs=np.concatenate([grain, jpeg]), levels=np.full(100, 3),
+                         types=['camera_grain'] * 50 + ['jpeg'] * 50)
+
+    def grain_drop(weights):                          # mean score drop of the grain pairs (margin: 9)
+        opts = ranking_options({**base, 'weight': 0.05, 'type_weights': weights})
+        model = fit_ridge(x, y, 1.0, pairs.as_rows(opts))
+        return float(((grain / model.std) @ model.coef).mean())
+
+    light, heavy = grain_drop(None), grain_drop({'camera_grain': 50.0})
+    assert light < 1.0 and heavy > 5.0, (light, heavy)
+    np.testing.assert_allclose(pairs.row_scale({'camera_grain': 4.0})[[0, 99]], [2.0, 1.0])

@@ -16,7 +16,7 @@ DEGRADATIONS: tuple[str, ...] = (
 #: cast, camera shake and defocus.
 CAMERA_DEGRADATIONS: tuple[str, ...] = (
     'camera_noise', 'low_light', 'overexposure', 'underexposure', 'white_balance',
-    'path_motion_blur', 'defocus',
+    'path_motion_blur', 'defocus', 'camera_grain',
 )
 
 #: Every registered type: the KADID types first (in KADID order), then the camera family.

@@ -1,6 +1,6 @@
 """Camera family (beyond KADID-10k): degradations made the way a camera makes them.
 
-Seven types, five levels each, registered after the 25 KADID types
+Eight types, five levels each, registered after the 25 KADID types
 (``CAMERA_DEGRADATIONS``):
 
 * ``camera_noise``: sensor noise through a simulated camera pipeline: sRGB -> linear ->
@@ -9,6 +9,9 @@ Seven types, five levels each, registered after the 25 KADID types
   Malvar-He-Cutler demosaicing -> colour matrix -> sRGB -> luma denoising and sharpening,
   chroma smoothing at half resolution -> JPEG. Demosaicing and the in-camera denoising
   leave spatially correlated grain with chroma blotches, as in real camera JPEGs.
+* ``camera_grain``: the same pipeline with the light denoising of large-sensor camera
+  JPEGs (no Bayer-domain denoising, most luma grain kept), at lower ISO: grain without the
+  softening that comes with phone-style denoising. Registered last (the sampler's order).
 * ``low_light``: the same pipeline on an under-exposed raw brought back up by digital gain
   (read noise dominates the shadows), with the black crush and desaturation phones apply.
 * ``overexposure`` / ``underexposure``: exposure in linear light with clipping at white /
@@ -365,7 +368,8 @@ def _develop(x: torch.Tensor, noise: torch.Tensor, luma_out: torch.Tensor, chrom
     del std
     torch.minimum(planes, q['white'], out=planes)
     # --- Bayer-domain denoising of each CFA plane, thresholded at the known noise level
-    planes = _coring(planes, lambda m: m.clamp(min=0).mul_(q['raw_shot']).add_(q['raw_read']), _RAW_KEEP)
+    planes = _coring(planes, lambda m: m.clamp(min=0).mul_(q['raw_shot']).add_(q['raw_read']),
+                     q.get('raw_keep', _RAW_KEEP))
     # --- white balance on the mosaic (as ISPs do, so that demosaicing sees balanced channels)
     planes.mul_(_const('_SITE_WB', planes))
     # --- demosaic; luma at full resolution: linear luminance (colour matrix folded into the
@@ -389,17 +393,20 @@ def _develop(x: torch.Tensor, noise: torch.Tensor, luma_out: torch.Tensor, chrom
     # --- luma: coring denoise + unsharp mask in one: the 3x3 high-pass is attenuated where
     # it is within the local noise level and amplified where it is above (edges)
     luma_out.copy_(_coring(luma, lambda m: _encoded_noise_var(m.clone(), q['enc_shot'], q['enc_read']),
-                           _LUMA_KEEP, 1 + _SHARPEN))
+                           q.get('luma_keep', _LUMA_KEEP), 1 + _SHARPEN))
 
 
 def _camera_pipeline(x: torch.Tensor, gens: Generators, shot: torch.Tensor, read: torch.Tensor,
                      white: torch.Tensor, chroma_sigma: torch.Tensor, quality: list[int],
-                     black: torch.Tensor | None = None, saturation: torch.Tensor | None = None) -> torch.Tensor:
+                     black: torch.Tensor | None = None, saturation: torch.Tensor | None = None,
+                     raw_keep: float | None = None, luma_keep: float | None = None) -> torch.Tensor:
     """The simulated camera shared by ``camera_noise`` and ``low_light``; per-image (N,)
     float64 parameters: noise variance ``shot * s + read`` on the raw signal s (already in
     output units, i.e. after any digital gain), clip level ``white`` of the noisy raw,
     chroma-smoothing sigma (half-resolution px), JPEG quality, optional black point (linear,
-    subtracted and stretched back) and chroma gain (< 1 desaturates).
+    subtracted and stretched back) and chroma gain (< 1 desaturates); ``raw_keep`` /
+    ``luma_keep`` override the share of in-noise high-pass the in-camera denoising keeps
+    (``_RAW_KEEP`` / ``_LUMA_KEEP``; 1 = that denoising stage off).
 
     sRGB -> linear -> raw (inverse colour matrix, white balance undone) -> RGGB mosaic ->
     noise -> Bayer-domain denoising -> white balance -> Malvar-He-Cutler demosaicing ->
@@ -422,6 +429,9 @@ def _camera_pipeline(x: torch.Tensor, gens: Generators, shot: torch.Tensor, read
         params.update(black=black, stretch=1 / (1 - black))
     if saturation is not None:
         params['saturation'] = saturation
+    for key, keep in (('raw_keep', raw_keep), ('luma_keep', luma_keep)):
+        if keep is not None:
+            params[key] = torch.full_like(shot, keep)
     params = {k: per_image(v, xe) for k, v in params.items()}
     luma = xe.new_empty(n, 1, hh, ww)
     chroma = xe.new_empty(n, 3, hh // 2, ww // 2)
@@ -662,3 +672,34 @@ def defocus(x: torch.Tensor, p: torch.Tensor, gens: Generators) -> torch.Tensor:
     """Out of focus: soft-edged disk PSF in linear light (highlights bloom). radius: 1, 2, 3.5, 5, 7 px."""
     lin = map_groups(_blocked(to_linear, x), p, lambda xs, r: filter2d(xs, soft_disk(r)))
     return _blocked(lambda t: to_srgb(t, inplace=True), lin)
+
+
+# ----------------------------------------------------------------------------- camera_grain
+
+#: ISO speed per level of ``camera_grain``, in the phone-sensor units of ``camera_noise``.
+GRAIN_ISO = (200.0, 400.0, 800.0, 1600.0, 3200.0)
+#: In-camera denoising of ``camera_grain``: none in the Bayer domain (it is what erases fine
+#: detail below the noise), ``camera_noise``'s luma coring, stronger chroma smoothing.
+_GRAIN_RAW_KEEP = 1.0
+_GRAIN_LUMA_KEEP = _LUMA_KEEP
+_GRAIN_CHROMA_SIGMA = 1.5
+
+
+@register('camera_grain', GRAIN_ISO, random=True, torch_native=False, param_name='ISO')
+def camera_grain(x: torch.Tensor, p: torch.Tensor, gens: Generators) -> torch.Tensor:
+    """Luma grain as camera JPEGs leave it: ``camera_noise``'s pipeline without Bayer-domain denoising. ISO: 200 ... 3200.
+
+    Why a second noise type: ``camera_noise`` denoises like a phone, and its Bayer-domain
+    coring (25% of the in-noise high-pass kept) also erases fine detail, so a head can learn
+    its softness and chroma blotches instead of the grain. Real camera JPEGs keep luma grain
+    over intact detail with little chroma noise (the PolyU residuals: luma-dominated, most
+    power below a quarter of Nyquist). Here the Bayer-domain denoising is off; luma coring
+    and sharpening are ``camera_noise``'s, chroma smoothing is stronger (sigma 1.5 + 0.5 *
+    stops above ISO 200, half-resolution px); JPEG quality 95 - 2 * stops (95 ... 87).
+    """
+    stops = torch.log2(p / 200.0)
+    shot = _SHOT_PER_ISO100 * p / 100
+    quality = [int(math.floor(95 - 2 * float(s) + 0.5)) for s in stops]
+    return _camera_pipeline(x, gens, shot, read_variance(shot), torch.ones_like(p), _GRAIN_CHROMA_SIGMA + 0.5 * stops,
+                            quality,
+                            raw_keep=_GRAIN_RAW_KEEP, luma_keep=_GRAIN_LUMA_KEEP)

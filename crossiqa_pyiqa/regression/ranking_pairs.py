@@ -32,6 +32,7 @@ RANKING_DEFAULTS: dict[str, Any] = {
     'types': None,  # None: the 25 KADID types; or names / 'camera' / 'all' (any registered type)
     'weight': 0.3,
     'margin_per_level': 3.0,
+    'type_weights': None,  # {type: w}: that type's pairs count w times (default 1 for every type)
 }
 
 
@@ -44,6 +45,7 @@ class RankingOptions:
     types: list[str] | None = None
     weight: float = 0.3
     margin_per_level: float = 3.0
+    type_weights: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in RANKING_DEFAULTS}
@@ -84,16 +86,39 @@ def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingO
         raise ValueError(f"regression.ranking.n_images must be >= 1, got {opts['n_images']}")
     if float(opts['weight']) < 0 or float(opts['margin_per_level']) < 0:
         raise ValueError('regression.ranking.weight and margin_per_level must be >= 0')
+    from crossiqa_pyiqa.degradations import DEGRADATIONS, resolve_types
+
     types = None
     if opts['types'] is not None:
-        from crossiqa_pyiqa.degradations import resolve_types
-
         # type names (camera family included) and the shorthands 'kadid', 'camera', 'all'
         types = resolve_types(opts['types'], 'regression.ranking.types')
+    type_weights = _type_weights(opts['type_weights'], types or list(DEGRADATIONS))
     return RankingOptions(pristine_dirs=[str(d) for d in dirs], n_images=int(opts['n_images']),
                           crop=int(opts['crop']) if opts['crop'] else None, seed=int(opts['seed']),
                           types=types, weight=float(opts['weight']),
-                          margin_per_level=float(opts['margin_per_level']))
+                          margin_per_level=float(opts['margin_per_level']), type_weights=type_weights)
+
+
+def _type_weights(spec: Any, types: Sequence[str]) -> dict[str, float] | None:
+    """Checked ``regression.ranking.type_weights``: a mapping from types of the fit to weights >= 0."""
+    if not spec:
+        return None
+    if not isinstance(spec, dict):
+        raise TypeError(f'regression.ranking.type_weights must be a mapping {{type: weight}}, got {type(spec).__name__}')
+    unknown = sorted(set(spec) - set(types))
+    if unknown:
+        raise ValueError(f'regression.ranking.type_weights names type(s) {unknown} that are not among the '
+                         f'ranking types {list(types)}')
+    out = {}
+    for name, value in spec.items():
+        try:
+            w = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f'regression.ranking.type_weights.{name} must be a number, got {value!r}') from None
+        if not np.isfinite(w) or w < 0:
+            raise ValueError(f'regression.ranking.type_weights.{name} must be a finite weight >= 0, got {value!r}')
+        out[str(name)] = w
+    return out
 
 
 @dataclass
@@ -112,11 +137,19 @@ class RankingPairs:
     def margins(self, per_level: float) -> np.ndarray:
         return per_level * self.levels.astype(np.float64)
 
+    def row_scale(self, type_weights: dict[str, float] | None) -> np.ndarray:
+        """Per-pair factor sqrt(w_type): scaling a squared-hinge row's difference and margin by it
+        weighs that row's loss by w_type (``regression.ranking.type_weights``)."""
+        if not type_weights:
+            return np.ones(len(self))
+        return np.sqrt(np.array([type_weights.get(t, 1.0) for t in self.types], dtype=np.float64))
+
     def as_rows(self, opts: RankingOptions):
-        """The pairs as fit rows (``ridge.RankingRows``) with the options' margin and weight."""
+        """The pairs as fit rows (``ridge.RankingRows``) with the options' margin, weight and type weights."""
         from crossiqa_pyiqa.regression.ridge import RankingRows
 
-        return RankingRows(self.diffs, self.margins(opts.margin_per_level), opts.weight)
+        scale = self.row_scale(opts.type_weights)
+        return RankingRows(self.diffs * scale[:, None], self.margins(opts.margin_per_level) * scale, opts.weight)
 
 
 def _pristine_images(dirs: Sequence[str]) -> list[str]:
