@@ -35,7 +35,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ('commands', ('scripts', 'tools')),
     # the package's front: `import crossiqa_pyiqa`, the CLI, the options checker (every kind of options file)
     # and `crossiqa_pyiqa.explain` (explanation.py: builds a metric, reads its diagnosis heads and quality map)
-    ('entry', (PACKAGE, f'{PACKAGE}.cli', f'{PACKAGE}.options', f'{PACKAGE}.explanation')),
+    ('entry', (PACKAGE, f'{PACKAGE}.cli', f'{PACKAGE}.options', f'{PACKAGE}.explanation',
+               f'{PACKAGE}.explain_figure')),
     ('benchmark', (f'{PACKAGE}.benchmark',)),
     ('regression', (f'{PACKAGE}.regression',)),
     ('train', (f'{PACKAGE}.train',)),
