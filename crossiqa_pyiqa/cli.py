@@ -545,11 +545,16 @@ def _score(args, pyiqa, device, items, refs, scans, fieldnames, out: CsvOutput |
     ranked = sorted((r for r in rows if first in r), key=lambda r: r[first], reverse=not lower)
     ordered = ranked + [r for r in rows if first not in r]
     width = max([len(str(r['image'])) for r in rows] + [5])
-    header = f"{'rank':>4}  {'image':<{width}}  " + '  '.join(f'{m:>14}' for m in args.metric)
+    explained = explainer is not None
+    header = f"{'rank':>4}  {'image':<{width}}  " + '  '.join(f'{m:>14}' for m in args.metric) \
+        + ('  top family' if explained else '')
     _Stdout.print(header)
     _Stdout.print('-' * len(header))
     for k, r in enumerate(ordered, 1):
         cells = [f'{r[m]:>14.4f}' if m in r else f"{'FAILED':>14}" for m in args.metric]
+        if explained and r.get('top_family'):
+            top = r['top_family']
+            cells.append(f"{top}{' (' + r['exposure_direction'] + ')' if top == 'exposure' else ''} {r[top]}")
         _Stdout.print(f"{k if first in r else '-':>4}  {str(r['image']):<{width}}  " + '  '.join(cells))
     _Stdout.print(f"(sorted best first by {first}; {'lower' if lower else 'higher'} is better)")
     if out is not None and write_error is None:
@@ -602,7 +607,7 @@ def _explainer(metric: Any, name: str) -> Callable[[torch.Tensor], Any]:
 # ------------------------------------------------------------------------------ explaining
 EXPLAIN_EPILOG = """\
 per image: DIR/<image path relative to the target>.png (DIR/<name>.png for a file), three panels:
-  the photo; its quality map over it (cells of 32 px, windows of 160 px; red: worse than the score,
+  the photo; its quality map over it (cells of 32 px, windows of 96 px; red: worse than the score,
   green: better; the colour bar is in the metric's units and the map's mean is the score); the
   strengths in [0, 1] of blur, noise, compression, exposure (dark / bright), contrast, colour.
   A table on stdout: score, top family, its strength. Folders are listed as by `score`.
@@ -725,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('-t', '--target', help='image file or folder (recursive); default: scikit-image sample photos')
     e.add_argument('--out', required=True, help='folder for the pictures (created if missing)')
     e.add_argument('-m', '--metric', default='crossiqa', help='a CrossIQA metric with diagnosis heads (default crossiqa)')
-    e.add_argument('--window', type=int, default=5, help='map window side in cells of 32 px (odd; default 5)')
+    e.add_argument('--window', type=int, default=3, help='map window side in cells of 32 px (odd; default 3: 96 px)')
     e.add_argument('--workers', type=int, default=None, help='decoding threads (default min(4, CPUs); 0: none)')
     e.add_argument('--device', default=None, help='cpu, cuda, … (default: cuda if available)')
     e.add_argument('-q', '--quiet', action='store_true', help='no progress bar')

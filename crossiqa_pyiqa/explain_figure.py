@@ -2,8 +2,8 @@
 
 One PNG per image, three panels: the photo as read; the photo in grey under the quality map
 (a diverging colour scale centred on the score: red is worse than the score, green better;
-colour bar in score units); the six family strengths as bars in [0, 1] (exposure labelled
-with its direction). Drawn with matplotlib's object API on the Agg canvas (no pyplot, no
+colour bar in score units); the six family strengths as bars in [0, 1] (exposure, contrast
+and colour labelled with their direction: dark / bright, low / high, faded / vivid / cast). Drawn with matplotlib's object API on the Agg canvas (no pyplot, no
 display, safe in threads), written atomically.
 """
 from __future__ import annotations
@@ -70,8 +70,7 @@ def render(explanation: Any, image: torch.Tensor, title: str, path: str | os.Pat
 
     ax = fig.add_subplot(grid[2])
     names = list(FAMILIES)
-    labels = [f'exposure ({explanation.exposure_direction})' if n == 'exposure' and explanation.exposure_direction
-              else n for n in names]
+    labels = [f'{n} ({explanation.directions[n]})' if explanation.directions.get(n) else n for n in names]
     values = [explanation.families[n] for n in names]
     top = explanation.top_family
     colours = ['#c0392b' if n == top else '#7f8c8d' for n in names]

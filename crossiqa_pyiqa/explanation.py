@@ -10,6 +10,8 @@ network's own checks for tensors):
   fitted on library degradations only (``scripts/fit_diagnosis.py``); 1 ≈ the library's
   level 5, 0.2 ≈ level 1. ``exposure`` is the larger of the dark and bright heads and
   ``exposure_direction`` says which ('dark' / 'bright'; None below :data:`DIRECTION_THRESHOLD`);
+  likewise ``directions['contrast']`` ('low' / 'high') and ``directions['colour']`` ('faded',
+  'vivid' or 'cast');
 - ``quality_map``: local quality, one value per ``map_cell`` px cell (32 px for
   EfficientNet-Lite), each the score head on the encoder's features over a window of
   ``map_window`` px around the cell (``archs/quality_map.py``), shifted so that the map's mean
@@ -24,12 +26,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from crossiqa_pyiqa.degradations.families import FAMILIES
+from crossiqa_pyiqa.degradations.families import FAMILIES, family_strengths
 
 #: ``exposure_direction`` (and ``top_family``) are None when the strength is below this (half of level 1).
 DIRECTION_THRESHOLD = 0.1
-#: Default side of the map's window, in cells of the quality stage (5 cells: 160 px on EfficientNet-Lite).
-DEFAULT_WINDOW = 5
+#: Default side of the map's window, in cells of the quality stage (3 cells: 96 px on EfficientNet-Lite).
+DEFAULT_WINDOW = 3
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Explanation:
     score: float
     families: dict[str, float]  # FAMILIES order, each in [0, 1]
     exposure_direction: Optional[str]  # 'dark' | 'bright' | None
+    directions: dict[str, Optional[str]]  # exposure, contrast, colour: the strongest head's direction (or None)
     outputs: dict[str, float]  # every head's output in [0, 1] (exposure_dark, exposure_bright, ...)
     image_size: tuple[int, int]  # (height, width) read
     quality_map: Optional[np.ndarray] = None  # (rows, cols), score units, mean = score
@@ -57,12 +60,14 @@ class Explanation:
         """The family columns of a CSV row (``crossiqa-pyiqa score --explain``)."""
         out: dict[str, Any] = {name: round(self.families[name], 4) for name in FAMILIES}
         out['exposure_direction'] = self.exposure_direction or ''
+        out['contrast_direction'] = self.directions.get('contrast') or ''
+        out['colour_kind'] = self.directions.get('colour') or ''
         out['top_family'] = self.top_family or ''
         return out
 
 
 #: Columns :meth:`Explanation.row` adds to a CSV.
-ROW_COLUMNS: tuple[str, ...] = (*FAMILIES, 'exposure_direction', 'top_family')
+ROW_COLUMNS: tuple[str, ...] = (*FAMILIES, 'exposure_direction', 'contrast_direction', 'colour_kind', 'top_family')
 
 
 @functools.lru_cache(maxsize=4)
@@ -134,17 +139,15 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
         strengths = net.diagnose(features)[0].tolist()
         the_map = local_map(net, encoded, window).cpu().numpy()[0] if encoded is not None else None
     outputs = dict(zip(heads.outputs, strengths))
-    dark, bright = outputs.get('exposure_dark', 0.0), outputs.get('exposure_bright', 0.0)
-    families = {f: (max(dark, bright) if f == 'exposure' else outputs.get(f, 0.0)) for f in FAMILIES}
-    direction = None
-    if families['exposure'] >= DIRECTION_THRESHOLD:
-        direction = 'dark' if dark >= bright else 'bright'
+    families, directions = family_strengths(outputs)
+    directions = {f: (d if families[f] >= DIRECTION_THRESHOLD else None) for f, d in directions.items()}
     cell = None
     if encoded is not None:
         from crossiqa_pyiqa.archs.backbones import BACKBONE_CONFIGS
 
         cell = BACKBONE_CONFIGS[net.config['backbone']]['strides'][net.encoder.quality_stage]
-    return Explanation(metric=name, score=score, families=families, exposure_direction=direction,
+    return Explanation(metric=name, score=score, families=families, exposure_direction=directions['exposure'],
+                       directions=directions,
                        outputs=outputs, image_size=(int(h), int(w)), quality_map=the_map, map_cell=cell,
                        map_window=None if cell is None else cell * window,
                        info={'window_cells': window, 'diagnosis': (net.info.get('diagnosis') or {}).get('date')})

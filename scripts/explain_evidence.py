@@ -43,10 +43,10 @@ OUTSIDE_LEVELS = {
     'pil_jpeg': ('compression', None, [40, 25, 15, 8, 4]),  # quality
     'pil_darker': ('exposure', 'dark', [0.8, 0.65, 0.5, 0.35, 0.22]),  # ImageEnhance.Brightness
     'pil_brighter': ('exposure', 'bright', [1.2, 1.4, 1.65, 1.95, 2.3]),
-    'pil_low_contrast': ('contrast', None, [0.75, 0.6, 0.45, 0.3, 0.18]),  # ImageEnhance.Contrast
-    'pil_desaturate': ('colour', None, [0.65, 0.45, 0.3, 0.15, 0.0]),  # ImageEnhance.Color
-    'pil_oversaturate': ('colour', None, [1.4, 1.8, 2.3, 3.0, 4.0]),
-    'channel_cast': ('colour', None, [0.06, 0.12, 0.18, 0.26, 0.35]),  # R x (1 + a), B x (1 - a)
+    'pil_low_contrast': ('contrast', 'low', [0.75, 0.6, 0.45, 0.3, 0.18]),  # ImageEnhance.Contrast
+    'pil_desaturate': ('colour', 'faded', [0.65, 0.45, 0.3, 0.15, 0.0]),  # ImageEnhance.Color
+    'pil_oversaturate': ('colour', 'vivid', [1.4, 1.8, 2.3, 3.0, 4.0]),
+    'channel_cast': ('colour', 'cast', [0.06, 0.12, 0.18, 0.26, 0.35]),  # R x (1 + a), B x (1 - a)
 }
 #: Half-degraded photos: one library and one outside distortion per family, at this level.
 HALF_DISTORTIONS = (('library', 'gaussian_blur'), ('library', 'white_noise'), ('library', 'jpeg'),
@@ -93,30 +93,27 @@ def library(x: torch.Tensor, name: str, level: int, seed: int) -> torch.Tensor:
     return apply(x, name, level, generator=torch.Generator().manual_seed(seed))
 
 
-def truth(source: str, name: str, pristine: torch.Tensor, degraded: torch.Tensor) -> tuple[tuple[str, ...], str | None]:
+def truth(source: str, name: str, pristine: torch.Tensor, degraded: torch.Tensor | None
+          ) -> tuple[tuple[str, ...], str | None]:
     """(families that count as right, exposure direction) of one distortion."""
-    from crossiqa_pyiqa.degradations.families import TYPE_FAMILIES, exposure_direction
+    from crossiqa_pyiqa.degradations.families import TYPE_FAMILIES, type_direction
 
     if source == 'outside':
         family, direction, _ = OUTSIDE_LEVELS[name]
         return (family,), direction
-    entry = TYPE_FAMILIES[name]
-    return entry.families, exposure_direction(name, pristine, degraded)
+    return TYPE_FAMILIES[name].families, type_direction(name, pristine, degraded)
 
 
 def readings(net, features: np.ndarray) -> list[dict[str, float]]:
-    """Family strengths (the ``explain`` rule: exposure = max of dark and bright) of cached features."""
-    from crossiqa_pyiqa.degradations.families import FAMILIES
+    """Family strengths (the ``explain`` rule: a family's largest head) of cached features."""
+    from crossiqa_pyiqa.degradations.families import family_strengths
 
     with torch.inference_mode():
         out = net.diagnose(torch.from_numpy(features).float()).numpy()
-    names = net.diagnosis.outputs
     rows = []
     for r in out:
-        o = dict(zip(names, r.tolist()))
-        fam = {f: max(o['exposure_dark'], o['exposure_bright']) if f == 'exposure' else o[f] for f in FAMILIES}
-        fam['_direction'] = 'dark' if o['exposure_dark'] >= o['exposure_bright'] else 'bright'
-        rows.append(fam)
+        strengths, directions = family_strengths(dict(zip(net.diagnosis.outputs, r.tolist())))
+        rows.append({**strengths, '_directions': directions})
     return rows
 
 
@@ -138,6 +135,7 @@ def cached_features(net, keys: list[str], make, cache_dir: str, tag: str) -> np.
 
 def level_study(net, photos: list[str], source: str, names: list[str], cache_dir: str) -> dict:
     """Top family and strength per (photo, distortion, level), levels 1-5, and the pristine photos."""
+    from crossiqa_pyiqa.degradations.families import TYPE_FAMILIES
     from crossiqa_pyiqa.inputs import read_image
 
     items = [(i, None, 0) for i in range(len(photos))]
@@ -164,7 +162,8 @@ def level_study(net, photos: list[str], source: str, names: list[str], cache_dir
     for k, (i, n, lv) in enumerate(items):
         row = {'photo': os.path.basename(photos[i]), 'distortion': n, 'level': lv, **reads[k]}
         if n is not None:
-            fams, direction = truth(source, n, pristine(i), make(k))
+            measured = source == 'library' and TYPE_FAMILIES[n].direction == 'measured'
+            fams, direction = truth(source, n, pristine(i), make(k) if measured else None)
             row.update(truth=list(fams), direction=direction, top=top(reads[k]), right=top(reads[k]) in fams,
                        strength=max(reads[k][f] for f in fams))
         rows.append(row)
@@ -205,8 +204,9 @@ def summarise_levels(rows: list[dict]) -> dict:
                  'strength_by_level': [float(np.mean([r['strength'] for r in dr if r['level'] == lv]))
                                        for lv in range(1, 6)],
                  'misread_as': dict(wrong.most_common())}
-        if dr[0]['truth'][0] == 'exposure':
-            entry['direction_accuracy_ge3'] = float(np.mean([r['_direction'] == r['direction'] for r in hi]))
+        family = dr[0]['truth'][0]
+        if dr[0]['direction'] is not None:
+            entry['direction_accuracy_ge3'] = float(np.mean([r['_directions'][family] == r['direction'] for r in hi]))
         out['distortion'][name] = entry
     pr = [r for r in rows if r['distortion'] is None]
     out['pristine'] = {'n': len(pr), 'mean': {f: float(np.mean([r[f] for r in pr])) for f in FAMILIES},

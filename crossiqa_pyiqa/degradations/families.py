@@ -7,10 +7,15 @@ diagnosed": spatial damage and artefacts that no family describes, left out of t
 The diagnosis heads (``regression/diagnosis.py``) are fitted on targets made from it, and
 the evidence (``scripts/explain_evidence.py``) scores against it; docs/EXPLAIN.md prints it.
 
-Exposure is signed: its types are *dark* or *bright*, and ``mean_shift`` (whose sign is
-drawn per image) is ``measured`` from the pixels. ``low_light`` is dark exposure *and*
-noise (the library makes it by gain on an under-exposed raw, so both are in the image):
-both heads are asked for its strength, and either family counts as a right reading.
+Three families have *directions*, each with its own head, because a linear head cannot
+read "away from normal in either direction" (more contrast and less contrast move the
+features opposite ways): exposure is ``dark`` or ``bright``, contrast ``low`` or ``high``,
+colour ``faded`` (desaturated), ``vivid`` (over-saturated) or ``cast``. A family's strength
+is the largest of its heads (:func:`family_strengths`). Types whose sign is drawn per image
+(``mean_shift``, ``contrast_change``) have their direction ``measured`` from the pixels
+(:func:`measured_direction`). ``low_light`` is dark exposure *and* noise (the library makes
+it by gain on an under-exposed raw, so both are in the image): both heads are asked for its
+strength, and either family counts as a right reading.
 """
 from __future__ import annotations
 
@@ -23,11 +28,12 @@ from crossiqa_pyiqa.degradations._names import ALL_DEGRADATIONS
 
 #: What ``explain`` reports, in this order.
 FAMILIES: tuple[str, ...] = ('blur', 'noise', 'compression', 'exposure', 'contrast', 'colour')
-#: The heads' outputs: the families, with exposure split by direction.
-HEAD_OUTPUTS: tuple[str, ...] = ('blur', 'noise', 'compression', 'exposure_dark', 'exposure_bright', 'contrast',
-                                 'colour')
-#: Directions of exposure (``measured``: read from the pixels, for types whose sign is random).
-DIRECTIONS = ('dark', 'bright', 'measured')
+#: Directions of the families that have them (a head each); ``measured``: read from the pixels.
+DIRECTIONS: dict[str, tuple[str, ...]] = {'exposure': ('dark', 'bright'), 'contrast': ('low', 'high'),
+                                          'colour': ('faded', 'vivid', 'cast')}
+#: The heads' outputs: one per family, one per direction for the families that have them.
+HEAD_OUTPUTS: tuple[str, ...] = tuple(o for f in FAMILIES for o in ([f'{f}_{d}' for d in DIRECTIONS[f]]
+                                                                  if f in DIRECTIONS else [f]))
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,11 @@ TYPE_FAMILIES: dict[str, TypeFamily] = {
     'brighten': _f('exposure', 'bright'),
     'overexposure': _f('exposure', 'bright'),
     'mean_shift': _f('exposure', 'measured', note='offset of random sign: direction read from the pixels'),
-    'contrast_change': _f('contrast', note='up or down (random per image)'),
-    'color_saturation_1': _f('colour', note='desaturation'),
-    'color_saturation_2': _f('colour', note='over-saturation'),
-    'white_balance': _f('colour', note='colour cast'),
-    'color_diffusion': _f('colour', note='chroma blurred and amplified'),
+    'contrast_change': _f('contrast', 'measured', note='up or down (random per image): read from the pixels'),
+    'color_saturation_1': _f('colour', 'faded', note='desaturation'),
+    'color_saturation_2': _f('colour', 'vivid', note='over-saturation'),
+    'white_balance': _f('colour', 'cast', note='colour cast'),
+    'color_diffusion': _f('colour', 'vivid', note='chroma blurred and amplified'),
     'color_shift': _f(None, note='colour fringes along edges: too local for a global colour reading'),
     'denoise': _f(None, note='over-smoothed with blotches: neither blur nor noise'),
     'color_quantization': _f(None, note='palette banding'),
@@ -88,26 +94,51 @@ TYPE_FAMILIES: dict[str, TypeFamily] = {
 
 assert set(TYPE_FAMILIES) == set(ALL_DEGRADATIONS), sorted(set(TYPE_FAMILIES) ^ set(ALL_DEGRADATIONS))
 assert all(t.family in FAMILIES + (None,) and set(t.also) <= set(FAMILIES) for t in TYPE_FAMILIES.values())
+assert all((t.direction in (*DIRECTIONS[t.family], 'measured')) if t.family in DIRECTIONS else t.direction is None
+           for t in TYPE_FAMILIES.values())
 
 #: Types the heads are fitted on and judged by, in library order.
 DIAGNOSED_TYPES: tuple[str, ...] = tuple(t for t in ALL_DEGRADATIONS if TYPE_FAMILIES[t].family is not None)
 NOT_DIAGNOSED_TYPES: tuple[str, ...] = tuple(t for t in ALL_DEGRADATIONS if TYPE_FAMILIES[t].family is None)
 
 
-def exposure_direction(name: str, pristine: torch.Tensor, degraded: torch.Tensor) -> Optional[str]:
-    """'dark' / 'bright' for an exposure type (``measured``: the sign of the mean pixel change), else None."""
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    x = x.float()
+    return 0.299 * x[..., 0, :, :] + 0.587 * x[..., 1, :, :] + 0.114 * x[..., 2, :, :]
+
+
+def measured_direction(family: str, pristine: torch.Tensor, degraded: torch.Tensor) -> str:
+    """The direction a degradation took, from the pixels: exposure by the mean luminance, contrast by its spread."""
+    before, after = _luminance(pristine), _luminance(degraded)
+    if family == 'exposure':
+        return 'bright' if float(after.mean() - before.mean()) > 0 else 'dark'
+    if family == 'contrast':
+        return 'high' if float(after.std() - before.std()) > 0 else 'low'
+    raise ValueError(f'{family} has no measured direction')
+
+
+def type_direction(name: str, pristine: torch.Tensor | None = None, degraded: torch.Tensor | None = None
+                   ) -> Optional[str]:
+    """The direction of one degraded image of type ``name`` (None for families without directions)."""
     entry = TYPE_FAMILIES[name]
-    if entry.family != 'exposure':
+    if entry.family not in DIRECTIONS:
         return None
     if entry.direction != 'measured':
         return entry.direction
-    return 'bright' if float(degraded.float().mean() - pristine.float().mean()) > 0 else 'dark'
+    if pristine is None or degraded is None:
+        raise ValueError(f'{name}: the direction is measured from the pixels; pass the pristine and degraded images')
+    return measured_direction(entry.family, pristine, degraded)
+
+
+def exposure_direction(name: str, pristine: torch.Tensor, degraded: torch.Tensor) -> Optional[str]:
+    """'dark' / 'bright' for an exposure type, else None."""
+    return type_direction(name, pristine, degraded) if TYPE_FAMILIES[name].family == 'exposure' else None
 
 
 def targets(name: Optional[str], level: float, direction: Optional[str] = None) -> dict[str, float]:
     """Head targets of one image: ``level / 5`` on its family's output(s), 0 elsewhere (pristine: all 0).
 
-    ``direction`` is the exposure direction ('dark' / 'bright', from :func:`exposure_direction`).
+    ``direction`` is the image's direction for families that have them (:func:`type_direction`).
     """
     out = {k: 0.0 for k in HEAD_OUTPUTS}
     if name is None or level == 0:
@@ -117,10 +148,24 @@ def targets(name: Optional[str], level: float, direction: Optional[str] = None) 
         raise ValueError(f'{name} is not diagnosed (crossiqa_pyiqa.degradations.families.TYPE_FAMILIES)')
     strength = min(max(float(level) / 5.0, 0.0), 1.0)
     for family in entry.families:
-        if family == 'exposure':
-            if direction not in ('dark', 'bright'):
-                raise ValueError(f'{name}: exposure needs a direction (dark or bright), got {direction!r}')
-            out[f'exposure_{direction}'] = strength
+        if family in DIRECTIONS:
+            if direction not in DIRECTIONS[family]:
+                raise ValueError(f'{name}: {family} needs a direction in {DIRECTIONS[family]}, got {direction!r}')
+            out[f'{family}_{direction}'] = strength
         else:
             out[family] = strength
     return out
+
+
+def family_strengths(outputs: dict[str, float]) -> tuple[dict[str, float], dict[str, Optional[str]]]:
+    """``(strength per family, direction per family with directions)`` from the heads' outputs: a family's
+    strength is its largest head, its direction that head's."""
+    strengths, directions = {}, {}
+    for family in FAMILIES:
+        if family in DIRECTIONS:
+            best = max(DIRECTIONS[family], key=lambda d: outputs.get(f'{family}_{d}', 0.0))
+            strengths[family] = float(outputs.get(f'{family}_{best}', 0.0))
+            directions[family] = best
+        else:
+            strengths[family] = float(outputs.get(family, 0.0))
+    return strengths, directions

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ DIAGNOSIS_DEFAULTS: dict[str, Any] = {
     'n_images': 150,  # photos drawn (seeded) from them
     'crops': [256, 384, 512],  # crop sides drawn per crop (clipped to the photo)
     'pristine_crops': 2,  # untouched crops per photo (targets 0)
+    'min_family_crops': 4,  # per photo, a family of n types gets ceil(this / n) crops per type (contrast: 1 type)
     'types': 'diagnosed',  # 'diagnosed' (every type with a family) or a list of such types
     'levels': [1, 2, 3, 4, 5],  # one drawn per (photo, type)
     'seed': 0,
@@ -93,6 +95,7 @@ def diagnosis_options(spec: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError('diagnosis.n_images must be >= cv_folds >= 2')
     return {**opts, 'pristine_dirs': [str(d) for d in dirs], 'types': types, 'levels': levels, 'crops': crops,
             'n_images': int(opts['n_images']), 'pristine_crops': int(opts['pristine_crops']),
+            'min_family_crops': int(opts['min_family_crops']),
             'seed': int(opts['seed']), 'cv_folds': int(opts['cv_folds']), 'alphas': alpha_grid(opts['alphas'])}
 
 
@@ -105,11 +108,19 @@ def _photo_sizes(paths: Sequence[str]) -> list[tuple[int, int]]:
 
 def diagnosis_items(paths: Sequence[str], sizes: Sequence[tuple[int, int]], opts: dict[str, Any]
                     ) -> list[DiagnosisItem]:
-    """The seeded crop list: per photo, its pristine crops then one crop per type at a random level."""
+    """The seeded crop list: per photo, its pristine crops then, per type, crops at random levels (one, or more
+    for families of few types: ``min_family_crops``)."""
+    import math
+
+    from crossiqa_pyiqa.degradations.families import TYPE_FAMILIES
+
+    per_family = Counter(TYPE_FAMILIES[t].family for t in opts['types'])
+    repeats = {t: max(1, math.ceil(opts['min_family_crops'] / per_family[TYPE_FAMILIES[t].family]))
+               for t in opts['types']}
     rng = np.random.default_rng(opts['seed'] + 1)
     items = []
     for i, (h, w) in enumerate(sizes):
-        for dtype in [None] * opts['pristine_crops'] + list(opts['types']):
+        for dtype in [None] * opts['pristine_crops'] + [t for t in opts['types'] for _ in range(repeats[t])]:
             side = int(rng.choice(opts['crops']))
             ch, cw = min(side, h), min(side, w)
             y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
@@ -147,15 +158,14 @@ class DiagnosisReader:
 
 def target_matrix(items: Sequence[DiagnosisItem], reader: DiagnosisReader) -> np.ndarray:
     """(N, K) targets in ``HEAD_OUTPUTS`` order; types of measured direction are degraded again to read it."""
-    from crossiqa_pyiqa.degradations.families import HEAD_OUTPUTS, TYPE_FAMILIES, exposure_direction, targets
+    from crossiqa_pyiqa.degradations.families import HEAD_OUTPUTS, TYPE_FAMILIES, targets, type_direction
 
     rows = []
     for k, item in enumerate(items):
         direction = None
-        if item.dtype is not None and TYPE_FAMILIES[item.dtype].family == 'exposure':
-            entry = TYPE_FAMILIES[item.dtype]
-            direction = entry.direction if entry.direction != 'measured' else \
-                exposure_direction(item.dtype, reader.pristine(k), reader(k))
+        if item.dtype is not None:
+            measured = TYPE_FAMILIES[item.dtype].direction == 'measured'
+            direction = type_direction(item.dtype, *((reader.pristine(k), reader(k)) if measured else ()))
         t = targets(item.dtype, item.level, direction)
         rows.append([t[o] for o in HEAD_OUTPUTS])
     return np.asarray(rows, dtype=np.float64)
@@ -243,7 +253,8 @@ def run_diagnosis_fit(opt: dict[str, Any], weights: str, out: str, command: str 
         'outputs': list(HEAD_OUTPUTS),
         'families': {t: (f.family, f.direction, list(f.also)) for t, f in TYPE_FAMILIES.items()},
         'types': list(opts['types']), 'levels': opts['levels'], 'crops': opts['crops'],
-        'pristine_crops': opts['pristine_crops'], 'n_images': len(data['paths']), 'n_rows': len(data['items']),
+        'pristine_crops': opts['pristine_crops'], 'min_family_crops': opts['min_family_crops'],
+        'n_images': len(data['paths']), 'n_rows': len(data['items']),
         'data': [os.path.relpath(d, home) if d.startswith(home) else d for d in opts['pristine_dirs']],
         'held_out': 'datasets/pristine/kodak24', 'seed': opts['seed'], 'target': 'level / 5 (pristine 0)',
         'alphas': {o: float(a) for o, a in zip(HEAD_OUTPUTS, model.alphas)},
