@@ -28,8 +28,8 @@ import torch
 
 from crossiqa_pyiqa.degradations.families import FAMILIES, family_strengths
 
-#: ``exposure_direction`` (and ``top_family``) are None when the strength is below this (half of level 1).
-DIRECTION_THRESHOLD = 0.1
+#: ``top_family`` and the directions are None below this strength (about level 1; pristine photos stay under it).
+DIRECTION_THRESHOLD = 0.25
 #: Default side of the map's window, in cells of the quality stage (3 cells: 96 px on EfficientNet-Lite).
 DEFAULT_WINDOW = 3
 

@@ -180,7 +180,7 @@ def test_fitted_heads_answer_in_range_and_name_a_strong_blur(fitted):
 # ==================================================================== the shipped model
 @needs_heads
 def test_shipped_model_names_strong_degradations_of_a_real_photo(metric):
-    x = photo('chelsea', (320, 384))
+    x = photo('chelsea', (288, 384))
     g = torch.Generator().manual_seed(0)
     clean = crossiqa_pyiqa.explain(x, metric, quality_map=False)
     cases = {'gaussian_blur': 'blur', 'white_noise': 'noise', 'jpeg': 'compression', 'darken': 'exposure'}
@@ -196,19 +196,30 @@ def test_shipped_model_names_strong_degradations_of_a_real_photo(metric):
     assert blur[0] < blur[1] < blur[2]  # strength grows with the level
 
 
+def _halves(q: np.ndarray) -> tuple[float, float]:
+    n = q.shape[1] // 2  # whole cells on each side
+    return float(q[:, :n].mean()), float(q[:, -n:].mean())
+
+
 @needs_heads
 @pytest.mark.parametrize('name', ['gaussian_blur', 'white_noise'])
 def test_map_is_lower_on_the_degraded_half(metric, name):
-    x = photo('astronaut', (320, 384))
-    w = x.shape[-1] // 2
-    for side in ('left', 'right'):
-        y = x.clone()
-        part = (Ellipsis, slice(0, w)) if side == 'left' else (Ellipsis, slice(w, None))
-        y[part] = apply(x[part].contiguous(), name, 4, generator=torch.Generator().manual_seed(1))
-        found = crossiqa_pyiqa.explain(y, metric)
-        q = found.quality_map
-        left, right = q[:, :q.shape[1] // 2].mean(), q[:, q.shape[1] - q.shape[1] // 2:].mean()
-        assert (left < right) if side == 'left' else (right < left), (name, side, left, right)
+    for image in ('chelsea', 'astronaut'):
+        x = photo(image, (288, 384))
+        clean = crossiqa_pyiqa.explain(x, metric).quality_map
+        w = x.shape[-1] // 2
+        for side in ('left', 'right'):
+            y = x.clone()
+            part = (Ellipsis, slice(0, w)) if side == 'left' else (Ellipsis, slice(w, None))
+            y[part] = apply(x[part].contiguous(), name, 4, generator=torch.Generator().manual_seed(1))
+            q = crossiqa_pyiqa.explain(y, metric).quality_map
+            left, right = _halves(q)
+            drop_left, drop_right = _halves(q - clean)
+            # the map drops more on the degraded half than on the other ...
+            assert (drop_left < drop_right) if side == 'left' else (drop_right < drop_left), (image, side)
+            if image == 'chelsea':  # ... and ends lower there; on the astronaut the noisy left half (the suit's
+                # detail) stays above the plain right half: content moves the map too (docs/EXPLAIN.md)
+                assert (left < right) if side == 'left' else (right < left), (image, name, side, left, right)
 
 
 @needs_heads
