@@ -43,9 +43,9 @@ def render(explanation: Any, image: torch.Tensor, title: str, path: str | os.Pat
 
     photo = _display_array(image)
     h, w = explanation.image_size
-    fig = Figure(figsize=(15, 4.6), dpi=100)
+    fig = Figure(figsize=(16, 4.8), dpi=100, layout='constrained')
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1.12, 0.8], wspace=0.25)
+    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1.15, 0.75])
     ax = fig.add_subplot(grid[0])
     ax.imshow(photo, extent=(0, w, h, 0))
     ax.set_title('photo', fontsize=10)

@@ -93,7 +93,7 @@ def resolve_network(metric: Any = 'crossiqa', device: Any = None):
     if not isinstance(net, CrossIQA):
         raise ValueError(f'explain works with the plugin\'s CrossIQA metrics (crossiqa, crossiqa-livec, crossiqa-zs, '
                          f'or a fitted crossiqa-<name>); {name or type(net).__name__} is not one')
-    return net, name or getattr(net, 'info', {}).get('metric_name', 'crossiqa')
+    return net, name or getattr(metric, 'metric_name', None) or getattr(net, 'info', {}).get('metric_name', 'crossiqa')
 
 
 def _one_image(net, image: Any) -> torch.Tensor:
