@@ -606,10 +606,11 @@ def _explainer(metric: Any, name: str) -> Callable[[torch.Tensor], Any]:
 
 # ------------------------------------------------------------------------------ explaining
 EXPLAIN_EPILOG = """\
-per image: DIR/<image path relative to the target>.png (DIR/<name>.png for a file), three panels:
+per image: DIR/<path relative to the target, extension kept>.png (photo.jpg -> DIR/photo.jpg.png), three panels:
   the photo; its quality map over it (cells of 32 px, windows of 96 px; red: worse than the score,
   green: better; the colour bar is in the metric's units and the map's mean is the score); the
-  strengths in [0, 1] of blur, noise, compression, exposure (dark / bright), contrast, colour.
+  strengths in [0, 1] of blur, noise, compression, exposure (dark / bright), contrast (low / high),
+  colour (faded / vivid / cast).
   A table on stdout: score, top family, its strength. Folders are listed as by `score`.
 
 exit status:
