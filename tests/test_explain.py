@@ -28,8 +28,8 @@ import crossiqa_pyiqa  # noqa: E402
 import pyiqa  # noqa: E402
 from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_WEIGHTS, CrossIQA, default_weight_path  # noqa: E402
 from crossiqa_pyiqa.degradations import ALL_DEGRADATIONS, apply  # noqa: E402
-from crossiqa_pyiqa.degradations.families import (FAMILIES, HEAD_OUTPUTS, TYPE_FAMILIES, exposure_direction,  # noqa: E402
-                                                  family_strengths, targets, type_direction)
+from crossiqa_pyiqa.degradations.families import (FAMILIES, FAMILY_TABLE, HEAD_OUTPUTS, TYPE_FAMILIES,  # noqa: E402
+                                                  exposure_direction, family_strengths, targets, type_direction)
 from crossiqa_pyiqa.weights import read_weights, save_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +61,8 @@ needs_heads = pytest.mark.skipif(not os.path.exists(SHIPPED) or not shipped_has_
 # ============================================================================ family table
 def test_every_library_type_has_one_family_or_is_not_diagnosed():
     assert set(TYPE_FAMILIES) == set(ALL_DEGRADATIONS)
+    missing = set(ALL_DEGRADATIONS) - set(FAMILY_TABLE)
+    assert not missing, f'add {sorted(missing)} to FAMILY_TABLE (crossiqa_pyiqa/degradations/families.py)'
     assert all(t.family in (*FAMILIES, None) for t in TYPE_FAMILIES.values())
     assert targets(None, 0) == {k: 0.0 for k in HEAD_OUTPUTS}
     assert targets('gaussian_blur', 5)['blur'] == 1.0 and targets('jpeg', 1)['compression'] == pytest.approx(0.2)
