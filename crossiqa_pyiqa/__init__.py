@@ -9,6 +9,15 @@ calls :func:`register`.
 from crossiqa_pyiqa.registration import register, register_metric
 
 __version__ = '0.1.0'
-__all__ = ['register', 'register_metric', '__version__']
+__all__ = ['register', 'register_metric', 'explain', 'Explanation', '__version__']
 
 register()
+
+
+def __getattr__(name: str):
+    """``crossiqa_pyiqa.explain`` / ``Explanation`` (``explanation.py``), imported on first use."""
+    if name in ('explain', 'Explanation'):
+        from crossiqa_pyiqa import explanation
+
+        return getattr(explanation, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

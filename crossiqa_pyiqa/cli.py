@@ -4,7 +4,8 @@ pyiqa's own ``pyiqa`` command checks the metric name against ``DEFAULT_CONFIGS``
 before anything could load a plugin, so ``pyiqa crossiqa -t img.png`` cannot work
 without patching pyiqa. This command mirrors its flags instead::
 
-    crossiqa-pyiqa score -t PATH [-r REF] [-m crossiqa niqe ...] [--csv out.csv [--resume | --overwrite]]
+    crossiqa-pyiqa score -t PATH [-r REF] [-m crossiqa niqe ...] [--csv out.csv [--resume | --overwrite]] [--explain]
+    crossiqa-pyiqa explain -t PATH --out DIR [-m crossiqa]
     crossiqa-pyiqa list
 """
 from __future__ import annotations
@@ -42,6 +43,10 @@ folders: listed recursively (links followed, each file once) by extension, case-
 references (-r, full-reference metrics): a file is the reference of every target; a folder
   is matched by file name: the same relative path, else the same file name, else the same
   name without extension (unique). The CSV records the reference used.
+
+--explain: the first -m metric (a CrossIQA metric: crossiqa, crossiqa-livec, crossiqa-zs, ...) also
+  reports what is wrong with each image: columns blur, noise, compression, exposure,
+  exposure_direction, contrast, colour (strengths in [0, 1]) and top_family, after the metrics.
 
 CSV (--csv FILE): columns image[,reference],<metric>...,errors; one row per image, written and
   flushed as soon as it is scored (Ctrl-C keeps the rows). An existing FILE is refused unless
@@ -425,7 +430,10 @@ def score_command(args: argparse.Namespace) -> int:
         if not any(refs):
             raise UsageError(f'no reference in {args.ref} has the file name of a target image (references are '
                              'matched by relative path, file name, or name without extension)')
-    fieldnames = ['image', *(['reference'] if args.ref is not None else []), *args.metric, 'errors']
+    explain_columns: tuple[str, ...] = ()
+    if args.explain:
+        explain_columns = _explain_columns(args.metric[0])
+    fieldnames = ['image', *(['reference'] if args.ref is not None else []), *args.metric, *explain_columns, 'errors']
     inputs = [s for _, s in items if isinstance(s, str)] + [r[1] for r in refs if r is not None]
     out = None
     if args.csv:  # before any metric is built or image scored: a bad path never costs the results
@@ -447,6 +455,7 @@ def _score(args, pyiqa, device, items, refs, scans, fieldnames, out: CsvOutput |
             raise UsageError(f'metric {name!r} cannot be built: {_one_line(error)}')
     kind_of = {name: ('plugin' if _plugin_metric(m) else 'pyiqa') if args.reader == 'auto' else args.reader
                for name, m in metrics.items()}
+    explainer = _explainer(metrics[args.metric[0]], args.metric[0]) if getattr(args, 'explain', False) else None
     readers = _readers(set(kind_of.values()))
 
     problems = []  # skipped and unreadable paths: counted and named
@@ -498,6 +507,11 @@ def _score(args, pyiqa, device, items, refs, scans, fieldnames, out: CsvOutput |
                     x = xs[kind]
                     if isinstance(x, Exception):
                         raise x
+                    if explainer is not None and name == args.metric[0]:
+                        found = explainer(x)  # one pass: the metric's score and the family strengths
+                        row[name] = found.score
+                        row.update(found.row())
+                        continue
                     if metric.metric_mode == 'FR':
                         if args.ref is None:
                             raise ValueError(f'{name} is a full-reference metric: pass -r REF')
@@ -531,11 +545,16 @@ def _score(args, pyiqa, device, items, refs, scans, fieldnames, out: CsvOutput |
     ranked = sorted((r for r in rows if first in r), key=lambda r: r[first], reverse=not lower)
     ordered = ranked + [r for r in rows if first not in r]
     width = max([len(str(r['image'])) for r in rows] + [5])
-    header = f"{'rank':>4}  {'image':<{width}}  " + '  '.join(f'{m:>14}' for m in args.metric)
+    explained = explainer is not None
+    header = f"{'rank':>4}  {'image':<{width}}  " + '  '.join(f'{m:>14}' for m in args.metric) \
+        + ('  top family' if explained else '')
     _Stdout.print(header)
     _Stdout.print('-' * len(header))
     for k, r in enumerate(ordered, 1):
         cells = [f'{r[m]:>14.4f}' if m in r else f"{'FAILED':>14}" for m in args.metric]
+        if explained and r.get('top_family'):
+            top = r['top_family']
+            cells.append(f"{top}{' (' + r['exposure_direction'] + ')' if top == 'exposure' else ''} {r[top]}")
         _Stdout.print(f"{k if first in r else '-':>4}  {str(r['image']):<{width}}  " + '  '.join(cells))
     _Stdout.print(f"(sorted best first by {first}; {'lower' if lower else 'higher'} is better)")
     if out is not None and write_error is None:
@@ -560,6 +579,130 @@ def _score(args, pyiqa, device, items, refs, scans, fieldnames, out: CsvOutput |
     return EXIT_FAILED if failures or problems else EXIT_OK
 
 
+def _explain_columns(name: str) -> tuple[str, ...]:
+    """The CSV columns ``--explain`` adds, or a usage error when ``name`` is not a CrossIQA metric."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    import crossiqa_pyiqa  # noqa: F401  (registers the plugin's metrics)
+    from crossiqa_pyiqa.explanation import ROW_COLUMNS
+
+    if DEFAULT_CONFIGS.get(name, {}).get('metric_opts', {}).get('type') != 'CrossIQA':
+        raise UsageError(f'--explain needs a CrossIQA metric first in -m (crossiqa, crossiqa-livec, crossiqa-zs, or '
+                         f'a fitted crossiqa-<name>); {name!r} is not one')
+    return ROW_COLUMNS
+
+
+def _explainer(metric: Any, name: str) -> Callable[[torch.Tensor], Any]:
+    """``explain`` bound to a built metric, after checking that its weight file holds diagnosis heads."""
+    from crossiqa_pyiqa.explanation import explain, resolve_network
+
+    try:
+        net, _ = resolve_network(metric)
+        net.require_diagnosis()
+    except (ValueError, RuntimeError) as error:
+        raise UsageError(f'{name}: {error}')
+    return lambda x: explain(x, metric, quality_map=False)
+
+
+# ------------------------------------------------------------------------------ explaining
+EXPLAIN_EPILOG = """\
+per image: DIR/<path relative to the target, extension kept>.png (photo.jpg -> DIR/photo.jpg.png), three panels:
+  the photo; its quality map over it (cells of 32 px, windows of 96 px; red: worse than the score,
+  green: better; the colour bar is in the metric's units and the map's mean is the score); the
+  strengths in [0, 1] of blur, noise, compression, exposure (dark / bright), contrast (low / high),
+  colour (faded / vivid / cast).
+  A table on stdout: score, top family, its strength. Folders are listed as by `score`.
+
+exit status:
+  0    every image explained
+  1    some images failed (named on stderr), or some files/folders could not be read
+  2    usage error (bad option, path, metric, or the metric's weight file has no diagnosis heads)
+  130  interrupted (Ctrl-C); the pictures written before are kept
+"""
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    import pyiqa
+
+    import crossiqa_pyiqa  # noqa: F401  (registers the plugin's metrics)
+
+    device = resolve_device(args.device)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f'--out {args.out} is a file; give a folder (it is created if missing)')
+    if args.window < 1 or args.window % 2 == 0:
+        raise UsageError(f'--window must be an odd number of cells (1, 3, 5, ...), got {args.window}')
+    _explain_columns(args.metric)
+    scans = []
+    if args.target is None:
+        items: list[tuple[str, Any]] = _skimage_images()
+        _warn(f'No target given: explaining {len(items)} images that ship with scikit-image.')
+    else:
+        items, scan = _collect(args.target)
+        scans.append(scan)
+        if scan is None:  # one file: its name
+            items = [(os.path.basename(items[0][0]), items[0][1])]
+    inputs = {os.path.realpath(s) for _, s in items if isinstance(s, str)}
+    try:
+        metric = pyiqa.create_metric(args.metric, device=device)
+    except Exception as error:
+        raise UsageError(f'metric {args.metric!r} cannot be built: {_one_line(error)}')
+    _explainer(metric, args.metric)  # no diagnosis heads: a usage error naming the fit command
+    from crossiqa_pyiqa.explain_figure import render
+    from crossiqa_pyiqa.explanation import explain
+
+    problems = []
+    for scan in scans:
+        if scan is not None:
+            for line in scan.report_lines():
+                _warn(line)
+            problems += [p for p, _ in scan.unreadable] + scan.unsupported
+    readers = _readers({'plugin'})
+    workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
+    work = [(label, source, None) for label, source in items]
+    from tqdm import tqdm
+
+    failures: list[tuple[str, str]] = []
+    done: list[tuple[str, Any, str]] = []
+    interrupted = False
+    try:
+        progress = tqdm(total=len(work), unit='image', desc='explaining', disable=args.quiet)
+        for (label, _, _), (xs, _) in zip(work, _decoded(work, readers, workers)):
+            try:
+                x = xs['plugin']
+                if isinstance(x, Exception):
+                    raise x
+                found = explain(x, metric, window=args.window)
+                target = os.path.join(args.out, label + '.png')
+                if os.path.realpath(target) in inputs:
+                    raise FileExistsError(f'{target} is one of the images to explain; not overwritten')
+                render(found, x, f'{label}: {args.metric} {found.score:.2f}', target)
+                done.append((label, found, target))
+            except Exception as error:  # one image failing keeps the others
+                failures.append((label, _one_line(error)))
+            progress.update(1)
+        progress.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    width = max([len(label) for label, _, _ in done] + [5])
+    header = f"{'image':<{width}}  {args.metric:>10}  {'top family':<22}  strength"
+    _Stdout.print(header)
+    _Stdout.print('-' * len(header))
+    for label, found, _ in done:
+        top = found.top_family
+        name = (f'exposure ({found.exposure_direction})' if top == 'exposure' else top) if top else '-'
+        _Stdout.print(f'{label:<{width}}  {found.score:>10.2f}  {name:<22}  '
+                      + (f'{found.families[top]:.2f}' if top else '-'))
+    _Stdout.print(f'Wrote {len(done)} picture(s) to {args.out}')
+    for label, message in failures:
+        _warn(f'FAILED {label}: {message}')
+    if interrupted:
+        _warn(f'Interrupted after {len(done)} of {len(items)} images; their pictures are in {args.out}.')
+        return EXIT_INTERRUPTED
+    if problems:
+        _warn(f'{len(problems)} path(s) could not be read or are of formats not read here (named above).')
+    return EXIT_FAILED if failures or problems else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='crossiqa-pyiqa', description=__doc__, epilog=SCORE_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -579,6 +722,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--workers', type=int, default=None, help='decoding threads (default min(4, CPUs); 0: none)')
     s.add_argument('--device', default=None, help='cpu, cuda, … (default: cuda if available)')
     s.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
+    s.add_argument('--explain', action='store_true',
+                   help='add the family strengths of the first metric (a CrossIQA metric) to the table and CSV')
+    e = sub.add_parser('explain', help='what is wrong with each image, and where: one picture per image',
+                       description='Explain scores: per image, a PNG with the photo, its quality map and the family '
+                                   'strengths (blur, noise, compression, exposure, contrast, colour).',
+                       epilog=EXPLAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument('-t', '--target', help='image file or folder (recursive); default: scikit-image sample photos')
+    e.add_argument('--out', required=True, help='folder for the pictures (created if missing)')
+    e.add_argument('-m', '--metric', default='crossiqa', help='a CrossIQA metric with diagnosis heads (default crossiqa)')
+    e.add_argument('--window', type=int, default=3, help='map window side in cells of 32 px (odd; default 3: 96 px)')
+    e.add_argument('--workers', type=int, default=None, help='decoding threads (default min(4, CPUs); 0: none)')
+    e.add_argument('--device', default=None, help='cpu, cuda, … (default: cuda if available)')
+    e.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
     sub.add_parser('list', help="list the plugin's metrics")
     return parser
 
@@ -594,6 +750,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in pyiqa.list_models(filter=['crossiqa*', 'grepq*']):
                 _Stdout.print(name)
             return EXIT_OK
+        if args.command == 'explain':
+            return explain_command(args)
         return score_command(args)
     except UsageError as error:
         _warn(f'crossiqa-pyiqa: error: {error}')

@@ -13,8 +13,9 @@
 
 The reader and the checking machinery are :mod:`crossiqa_pyiqa.optionfile`; each schema
 lives with the code that reads its kind of file (``train/options.py``,
-``regression/options.py``, ``benchmark/metrics.py``). Kinds: ``pretrain`` (scripts/pretrain_crossiqa.py; per ``task``), ``regress``
-(scripts/fit_regressor.py), ``benchmark_metrics`` / ``benchmark_datasets``
+``regression/options.py``, ``regression/diagnosis.py``, ``benchmark/metrics.py``). Kinds: ``pretrain``
+(scripts/pretrain_crossiqa.py; per ``task``), ``regress`` (scripts/fit_regressor.py), ``diagnosis``
+(scripts/fit_diagnosis.py), ``benchmark_metrics`` / ``benchmark_datasets``
 (scripts/benchmark.py ``--metric_opt`` / ``--data_opt``) and ``train`` (pyiqa's own
 training harness, which reads the file itself: check one with
 ``python -m crossiqa_pyiqa.options FILE``).
@@ -32,7 +33,7 @@ from crossiqa_pyiqa.optionfile import load_options as _read_options
 __all__ = ['OptionsError', 'load_options', 'apply_overrides', 'parse_value', 'to_plain', 'validate_options',
            'check_file', 'SafeOrderedLoader']
 
-KINDS = ('benchmark_datasets', 'benchmark_metrics', 'pretrain', 'regress', 'train')
+KINDS = ('benchmark_datasets', 'benchmark_metrics', 'diagnosis', 'pretrain', 'regress', 'train')
 
 
 def load_options(path: str | os.PathLike, kind: str | None = None, resolve_paths: bool = True) -> dict[str, Any]:
@@ -55,6 +56,10 @@ def schema_for(kind: str, opt: Mapping[str, Any] | None = None) -> Any:
         from crossiqa_pyiqa.regression.options import regress_schema
 
         return regress_schema()
+    if kind == 'diagnosis':
+        from crossiqa_pyiqa.regression.diagnosis import diagnosis_schema
+
+        return diagnosis_schema()
     if kind == 'benchmark_metrics':
         from crossiqa_pyiqa.benchmark.metrics import BENCHMARK_METRIC
 
@@ -65,8 +70,7 @@ def schema_for(kind: str, opt: Mapping[str, Any] | None = None) -> Any:
         from crossiqa_pyiqa.train.options import train_schema
 
         return train_schema()
-    raise ValueError(f"Unknown options kind {kind!r}; valid: ['benchmark_datasets', 'benchmark_metrics', "
-                     "'pretrain', 'regress', 'train']")
+    raise ValueError(f'Unknown options kind {kind!r}; valid: {list(KINDS)}')
 
 
 def validate_options(opt: Mapping[str, Any], kind: str, source: str | None = None) -> None:
@@ -78,12 +82,14 @@ def guess_kind(path: str, opt: Mapping[str, Any]) -> str:
     parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
     for folder, kind in (('pretrain', 'pretrain'), ('regress', 'regress'), ('train', 'train')):
         if folder in parts[:-1]:
-            return kind
+            return 'diagnosis' if kind == 'regress' and 'diagnosis' in opt else kind
     if 'benchmark' in parts[:-1]:
         first = next(iter(opt.values()), None)
         return 'benchmark_metrics' if isinstance(first, dict) and 'metric_opts' in first else 'benchmark_datasets'
     if 'model_type' in opt:
         return 'train'
+    if 'diagnosis' in opt:
+        return 'diagnosis'
     if 'regression' in opt or 'encoder' in opt:
         return 'regress'
     return 'pretrain'
@@ -103,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m crossiqa_pyiqa.options',
                                      description='Check options files for unknown or missing keys.')
     parser.add_argument('files', nargs='+')
-    parser.add_argument('--kind', default=None, help='pretrain | regress | benchmark_metrics | benchmark_datasets | '
-                        'train (default: from the folder)')
+    parser.add_argument('--kind', default=None, help='pretrain | regress | diagnosis | benchmark_metrics | '
+                        'benchmark_datasets | train (default: from the folder)')
     args = parser.parse_args(argv)
     bad = 0
     for path in args.files:

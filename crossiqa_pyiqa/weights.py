@@ -136,6 +136,8 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 STATISTICS_KEYS = ('feat_mean', 'feat_std', 'head.weight', 'head.bias', 'pristine_mean', 'pristine_cov',
                    'pristine_cov_triu', 'text_features', 'zs_mean', 'zs_std', 'zs_coef',
                    'encoder.global_mean', 'encoder.global_std')
+#: Prefixes of entries that are fitted heads too (``archs/diagnosis.py``: the diagnosis heads).
+STATISTICS_PREFIXES = ('diagnosis.',)
 #: Dtypes too coarse for statistics: a float16 covariance or head turns scores into noise
 #: (a float16 copy of crossiqa-zs scored 0.0, its best value, for noise and for black).
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -143,7 +145,8 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def check_statistics_precision(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Refuse a file whose head or statistics are stored in half precision (weights may be)."""
-    low = sorted(k for k in state_dict if k in STATISTICS_KEYS and state_dict[k].dtype in LOW_PRECISION)
+    low = sorted(k for k in state_dict if (k in STATISTICS_KEYS or k.startswith(STATISTICS_PREFIXES))
+                 and state_dict[k].dtype in LOW_PRECISION)
     if low:
         raise WeightFileError(
             f'Weight file {path} stores {low} in {state_dict[low[0]].dtype}; the head and the statistics must be '

@@ -34,7 +34,9 @@ PACKAGE = 'crossiqa_pyiqa'
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ('commands', ('scripts', 'tools')),
     # the package's front: `import crossiqa_pyiqa`, the CLI, the options checker (every kind of options file)
-    ('entry', (PACKAGE, f'{PACKAGE}.cli', f'{PACKAGE}.options')),
+    # and `crossiqa_pyiqa.explain` (explanation.py: builds a metric, reads its diagnosis heads and quality map)
+    ('entry', (PACKAGE, f'{PACKAGE}.cli', f'{PACKAGE}.options', f'{PACKAGE}.explanation',
+               f'{PACKAGE}.explain_figure')),
     ('benchmark', (f'{PACKAGE}.benchmark',)),
     ('regression', (f'{PACKAGE}.regression',)),
     ('train', (f'{PACKAGE}.train',)),

@@ -37,6 +37,7 @@ from crossiqa_pyiqa.archs.backbones import (NUM_STAGES, BACKBONE_CONFIGS, VIT_BA
                                             stage_channels)
 from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
 from crossiqa_pyiqa.archs.decoder import CrossIQADecoder
+from crossiqa_pyiqa.archs.diagnosis import DIAGNOSIS_PREFIX, FIT_COMMAND, DiagnosisHeads, heads_from_state
 from crossiqa_pyiqa.archs.precision import apply_keeping_float32, full_precision, module_dtype
 from crossiqa_pyiqa.archs.stats_decoder import STATS_PER_CELL, StatsDecoder
 from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
@@ -273,6 +274,11 @@ class CrossIQA(nn.Module):
             self.register_buffer('zs_std', torch.ones(self.feature_dim))
             self.register_buffer('zs_coef', torch.zeros(self.feature_dim))
         self.apply(self._init_weights)
+        # diagnosis heads (archs/diagnosis.py), only when the file holds them: other files load as before
+        self.diagnosis: DiagnosisHeads | None = None
+        self._weight_file = path
+        if state_dict is not None:
+            self.diagnosis = heads_from_state(state_dict, self.info, self.feature_dim, path)
         if c['backbone'] != 'vit' and state_dict is None and c['init_weights']:
             self.info['backbone_init'] = load_backbone_weights(self.encoder.backbone, c['init_weights'])
         if state_dict is not None:
@@ -313,9 +319,9 @@ class CrossIQA(nn.Module):
             cov = state.pop('pristine_cov')
             rows, cols = torch.triu_indices(*cov.shape)
             state['pristine_cov_triu'] = cov[rows, cols]
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() and k not in STATISTICS_KEYS else v
-                     for k, v in state.items()}
+        if dtype is not None:  # the heads (score, zero-shot, diagnosis) and statistics stay float32
+            state = {k: v.to(dtype) if v.is_floating_point() and k not in STATISTICS_KEYS
+                     and not k.startswith(DIAGNOSIS_PREFIX) else v for k, v in state.items()}
         return str(save_weights(path, state, self.ARCH_NAME, self.config, {**self.info, **(info or {})}))
 
     @staticmethod
@@ -544,17 +550,47 @@ class CrossIQA(nn.Module):
         sol = torch.linalg.solve(self.pristine_cov.to(diff.dtype), diff.T).T
         return (diff * sol).sum(dim=-1).clamp_min(0).sqrt()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Quality score per image, shape (B, 1)."""
+    def _check_head_fitted(self) -> None:
         if self.head_type == 'linear' and getattr(self, '_unfitted_head_file', None):
             raise RuntimeError(f'Weight file {self._unfitted_head_file} holds no fitted head (a pretext export): its '
                                'scores would be noise. Fit one with `python scripts/fit_regressor.py -opt '
                                f'options/regress/crossiqa_livec.yml --encoder {self._unfitted_head_file}`, or use '
                                'forward_features() for features.')
-        features = self.forward_features(x)
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The score (N, 1) of feature vectors (N, feature_dim): the head ``forward`` applies."""
+        self._check_head_fitted()
         with full_precision(features.device):  # under autocast too: the head reads float32, scores are float32
             if self.head_type == 'zeroshot':
                 if self.config['zeroshot'] == 'pairs':
                     return self.zeroshot_pairs_score(features)[:, None]
                 return self.zeroshot_distance(features)[:, None]
             return self.head(self.standardise(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quality score per image, shape (B, 1)."""
+        self._check_head_fitted()  # before the encoder runs
+        return self.score_features(self.forward_features(x))
+
+    # --------------------------------------------------------------- diagnosis
+    def require_diagnosis(self) -> DiagnosisHeads:
+        """The diagnosis heads, or an error naming the command that fits them into this weight file."""
+        if self.diagnosis is None:
+            where = self._weight_file or '<file.safetensors>'
+            raise RuntimeError(f'Weight file {where} holds no diagnosis heads, so it cannot explain a score. Fit them '
+                               'with `' + FIT_COMMAND.format(file=where) + '` (synthetic data from the degradation '
+                               'library, no MOS; a few minutes on a CPU).')
+        return self.diagnosis
+
+    def diagnose(self, features: torch.Tensor) -> torch.Tensor:
+        """Strengths in [0, 1] (B, K) of the heads' outputs (``self.diagnosis.outputs``) from ``forward_features``."""
+        heads = self.require_diagnosis()
+        with full_precision(features.device):
+            return heads(features)
+
+    def set_diagnosis(self, heads: DiagnosisHeads, info: dict[str, Any]) -> None:
+        """Attach fitted heads; ``info`` (outputs, provenance) goes to the file's metadata as ``diagnosis``."""
+        if list(info.get('outputs', ())) != list(heads.outputs):
+            raise ValueError(f"diagnosis info outputs {info.get('outputs')} differ from the heads' {list(heads.outputs)}")
+        self.diagnosis = heads.to(self.feat_mean.device)
+        self.info = {**self.info, 'diagnosis': dict(info)}

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 #: State-dict entries that do not influence ``forward_features`` (head and fitted statistics).
-HEAD_KEYS = ('head.', 'feat_mean', 'feat_std', 'pristine_mean', 'pristine_cov', 'zs_')
+HEAD_KEYS = ('head.', 'feat_mean', 'feat_std', 'pristine_mean', 'pristine_cov', 'zs_', 'diagnosis.')
 
 
 def progress(**kwargs: Any) -> tqdm:

@@ -155,13 +155,28 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, ranking: RankingRows |
     return RidgeModel(mean=mean, std=std, coef=coef, intercept=float(y.mean()), alpha=float(alpha))
 
 
-def kfold(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled k-fold (fit, validation) index pairs over ``range(n)``."""
-    if not 2 <= k <= n:
-        raise ValueError(f'kfold: need 2 <= k <= n, got k={k}, n={n}')
-    perm = np.random.default_rng(seed).permutation(n)
-    folds = np.array_split(perm, k)
-    return [(np.concatenate(folds[:i] + folds[i + 1:]), folds[i]) for i in range(k)]
+def kfold(n: int, k: int, seed: int = 0, groups: Sequence | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled k-fold (fit, validation) index pairs over ``range(n)``.
+
+    With ``groups`` (one label per row), whole groups go to one fold: rows made from the same
+    photo never sit on both sides, which would make a weak ridge look good.
+    """
+    if groups is None:
+        if not 2 <= k <= n:
+            raise ValueError(f'kfold: need 2 <= k <= n, got k={k}, n={n}')
+        perm = np.random.default_rng(seed).permutation(n)
+        folds = np.array_split(perm, k)
+        return [(np.concatenate(folds[:i] + folds[i + 1:]), folds[i]) for i in range(k)]
+    labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    if len(inverse) != n or not 2 <= k <= len(labels):
+        raise ValueError(f'kfold: need one group per row and 2 <= k <= groups, got {len(inverse)} labels for {n} rows, '
+                         f'k={k}, {len(labels)} groups')
+    group_folds = np.array_split(np.random.default_rng(seed).permutation(len(labels)), k)
+    out = []
+    for i in range(k):
+        val = np.isin(inverse, group_folds[i])
+        out.append((np.flatnonzero(~val), np.flatnonzero(val)))
+    return out
 
 
 def cv_scores(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
@@ -208,3 +223,67 @@ def fit_ridge_cv(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT
                  seed: int = 0, scoring: str = 'mse') -> RidgeModel:
     """Choose alpha by CV on (x, y), then refit on all of (x, y)."""
     return fit_ridge(x, y, select_alpha(x, y, alphas, n_folds, seed, scoring))
+
+
+@dataclass
+class MultiRidgeModel:
+    """``Y ≈ ((x - mean) / std) @ coef.T + intercept``: K ridge outputs on one standardisation."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    coef: np.ndarray  # (K, d)
+    intercept: np.ndarray  # (K,)
+    alphas: np.ndarray  # (K,) the ridge of each output
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std) @ self.coef.T + self.intercept
+
+
+def _multi_solutions(xs: np.ndarray, yc: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
+    """Coefficients (len(alphas), K, d) of every alpha and output from one eigendecomposition
+    (the K-output form of :func:`_svd_solutions`)."""
+    with _one_thread():
+        x = torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float64))
+        y = torch.from_numpy(np.ascontiguousarray(yc, dtype=np.float64))
+        n, d = x.shape
+        out = []
+        if n >= d:
+            lam, v = torch.linalg.eigh(x.T @ x)
+            vy = v.T @ (x.T @ y)  # (d, K)
+            for a in alphas:
+                out.append((v @ (vy / (lam.clamp_min(0) + a)[:, None])).T)
+        else:
+            lam, u = torch.linalg.eigh(x @ x.T)
+            uy = u.T @ y  # (n, K)
+            for a in alphas:
+                out.append((x.T @ (u @ (uy / (lam.clamp_min(0) + a)[:, None]))).T)
+    return torch.stack(out).numpy()
+
+
+def fit_ridge_multi(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
+                    seed: int = 0, groups: Sequence | None = None) -> MultiRidgeModel:
+    """K ridge outputs on shared standardised features, each with its own alpha by (grouped) k-fold MSE.
+
+    One eigendecomposition per fold serves every alpha and output; ties go to the larger alpha.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise ValueError(f'fit_ridge_multi: expected x (n, d) and y (n, K), n >= 2; got {x.shape} and {y.shape}')
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError('fit_ridge_multi: features or targets contain NaN/inf')
+    alphas = [float(a) for a in alphas]
+    errors = np.zeros((len(alphas), y.shape[1]))
+    if len(alphas) > 1:
+        for fit_idx, val_idx in kfold(x.shape[0], n_folds, seed, groups):
+            mean, std = standardisation(x[fit_idx])
+            coefs = _multi_solutions((x[fit_idx] - mean) / std, y[fit_idx] - y[fit_idx].mean(0), alphas)
+            pred = np.einsum('nd,akd->ank', (x[val_idx] - mean) / std, coefs) + y[fit_idx].mean(0)
+            errors += ((pred - y[val_idx]) ** 2).mean(axis=1)
+    best = [max(j for j in range(len(alphas)) if errors[j, k] <= errors[:, k].min() + 1e-12)
+            for k in range(y.shape[1])]
+    mean, std = standardisation(x)
+    coefs = _multi_solutions((x - mean) / std, y - y.mean(0), alphas)
+    coef = np.stack([coefs[j, k] for k, j in enumerate(best)])
+    return MultiRidgeModel(mean=mean, std=std, coef=coef, intercept=y.mean(0),
+                           alphas=np.array([alphas[j] for j in best]))
