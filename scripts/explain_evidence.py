@@ -10,8 +10,9 @@ On held-out pristine photos (Kodak24; the heads were fitted on BSDS500 + McMaste
 2. **outside**: distortions implemented here with Pillow / numpy, not by the library the heads
    were fitted on (blur, noise, JPEG, darker, brighter, lower contrast, de-/over-saturation,
    a colour cast), levels 1-5: the same questions;
-3. **half**: one half of each photo degraded (the side alternates): is the quality map lower
-   on the degraded half than on the other; the raw map's mean against the score;
+3. **half**: one half of each photo degraded (the side alternates): is the quality map (as
+   ``explain`` reports it, with ``MAP_PENALTY``; ``--no_penalty``: without) lower on the degraded
+   half than on the other, and is the score head's map alone; the raw maps' means against the score;
 4. **polyu**: real camera noise (PolyU: 100 noisy shots and the means of many shots of the same
    scene): is ``noise`` higher on the noisy shot.
 
