@@ -1,8 +1,10 @@
 """Explaining a score (issue 21): family strengths and the quality map, on real photos.
 
 On scikit-image's photos (no data set needed): the shipped ``crossiqa`` names a strong blur,
-noise, JPEG or darkening, and its map is lower on the degraded half of a half-degraded photo;
-the map is the score head on local windows (a window as large as the image gives the score);
+noise, JPEG or darkening, and its map is lower on the degraded half of a half-degraded photo
+(blurred, noisy, darkened or greyed); the map is the score head on local windows less the
+diagnosis heads' penalty (a window as large as the image gives the score, or the score less the
+photo's own penalty);
 the diagnosis heads travel in the weight file without changing anything else in it (fitted
 here on a few crops, with the real fitting code); bad input fails as for the metrics; the CLI
 writes the pictures and the CSV columns. Checks are about behaviour, not about numbers of
