@@ -273,7 +273,8 @@ def half_study(net, photos: list[str], window: int, penalty: dict) -> dict:
                     left, right = raw[:, :cols // 2], raw[:, cols - cols // 2:]
                     deg, other = (left, right) if side == 0 else (right, left)
                     row.update({f'{kind}_degraded_mean': float(deg.mean()), f'{kind}_other_mean': float(other.mean()),
-                                f'{kind}_lower': bool(deg.mean() < other.mean()), f'{kind}_raw_mean': float(raw.mean())})
+                                f'{kind}_lower': bool(deg.mean() < other.mean()),
+                                f'{kind}_raw_mean': float(raw.mean())})
             row['lower'] = row['map_lower']
             rows.append(row)
     out: dict = {'rows': rows, 'penalty': penalty}

@@ -274,7 +274,8 @@ def test_map_penalty_marks_a_darkened_or_faded_half_and_keeps_the_score_relation
         strengths = family_strength_maps(net, local_features(net, encoded, 3), list(MAP_PENALTY))
         expected = head - sum(MAP_PENALTY[f] * s for f, s in strengths.items())
         assert torch.allclose(quality_map(net, encoded, 3, centre=False, penalty=MAP_PENALTY), expected, atol=1e-4)
-        assert float(strengths['exposure'][..., :w // 32].mean()) > float(strengths['exposure'][..., -(w // 32):].mean())
+        cells = w // 32
+        assert float(strengths['exposure'][..., :cells].mean()) > float(strengths['exposure'][..., -cells:].mean())
         # a window covering the whole photo: the score less the penalty of the photo's own family strengths
         whole = quality_map(net, encoded, 25, centre=False, penalty=MAP_PENALTY)
         found = crossiqa_pyiqa.explain(y, metric)
