@@ -14,8 +14,10 @@ network's own checks for tensors):
   'vivid' or 'cast');
 - ``quality_map``: local quality, one value per ``map_cell`` px cell (32 px for
   EfficientNet-Lite), each the score head on the encoder's features over a window of
-  ``map_window`` px around the cell (``archs/quality_map.py``), shifted so that the map's mean
-  is the score: values below the score mark the worse parts of the photo, in the score's units.
+  ``map_window`` px around the cell less the window's diagnosed problems (the diagnosis heads
+  on the same window, times :data:`MAP_PENALTY`: what a unit of each family's strength costs
+  the score on whole photos; ``archs/quality_map.py``), shifted so that the map's mean is the
+  score: values below the score mark the worse parts of the photo, in the score's units.
 """
 from __future__ import annotations
 
@@ -32,6 +34,12 @@ from crossiqa_pyiqa.degradations.families import FAMILIES, family_strengths
 DIRECTION_THRESHOLD = 0.25
 #: Default side of the map's window, in cells of the quality stage (3 cells: 96 px on EfficientNet-Lite).
 DEFAULT_WINDOW = 3
+#: The quality map's penalty per diagnosed family, in score points per unit of strength (1 ≈ library level 5):
+#: each window reads the score head minus these times the diagnosis heads' strengths on that window
+#: (``archs/quality_map.py``). Fitted without MOS by ``scripts/fit_map_penalty.py`` (BSDS500 + McMaster,
+#: library degradations): see docs/EXPLAIN.md, "The quality map".
+MAP_PENALTY: dict[str, float] = {'blur': 75.7, 'noise': 38.0, 'compression': 54.9, 'exposure': 32.4,
+                                  'contrast': 23.3, 'colour': 41.7}
 
 
 @dataclass
@@ -109,12 +117,13 @@ def _one_image(net, image: Any) -> torch.Tensor:
 
 
 def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_map: bool = True,
-            window: int = DEFAULT_WINDOW) -> Explanation:
+            window: int = DEFAULT_WINDOW, map_penalty: Optional[dict] = None) -> Explanation:
     """Score, family strengths and (``quality_map=True``) the local quality map of one image.
 
     ``image``: a path, bytes, a PIL image, or a (1, 3, H, W) / (3, H, W) tensor in [0, 1].
     ``metric``: a CrossIQA metric name (built once and cached), a pyiqa metric or a CrossIQA
-    network. ``window``: the map's window side in cells (odd). Raises ``RuntimeError`` naming the
+    network. ``window``: the map's window side in cells (odd). ``map_penalty``: the map's penalty per
+    family (None: :data:`MAP_PENALTY`; ``{}``: the score head alone). Raises ``RuntimeError`` naming the
     fit command when the metric's weight file holds no diagnosis heads.
     """
     from crossiqa_pyiqa.archs.quality_map import encode_maps
@@ -137,7 +146,8 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
         features = encoded['features'] if encoded is not None and whole else net.forward_features(x)
         score = float(net.score_features(features).reshape(-1)[0])
         strengths = net.diagnose(features)[0].tolist()
-        the_map = local_map(net, encoded, window).cpu().numpy()[0] if encoded is not None else None
+        penalty = MAP_PENALTY if map_penalty is None else dict(map_penalty)
+        the_map = local_map(net, encoded, window, penalty=penalty).cpu().numpy()[0] if encoded is not None else None
     outputs = dict(zip(heads.outputs, strengths))
     families, directions = family_strengths(outputs)
     directions = {f: (d if families[f] >= DIRECTION_THRESHOLD else None) for f, d in directions.items()}
@@ -150,4 +160,5 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
                        directions=directions,
                        outputs=outputs, image_size=(int(h), int(w)), quality_map=the_map, map_cell=cell,
                        map_window=None if cell is None else cell * window,
-                       info={'window_cells': window, 'diagnosis': (net.info.get('diagnosis') or {}).get('date')})
+                       info={'window_cells': window, 'map_penalty': penalty,
+                             'diagnosis': (net.info.get('diagnosis') or {}).get('date')})

@@ -10,8 +10,9 @@ On held-out pristine photos (Kodak24; the heads were fitted on BSDS500 + McMaste
 2. **outside**: distortions implemented here with Pillow / numpy, not by the library the heads
    were fitted on (blur, noise, JPEG, darker, brighter, lower contrast, de-/over-saturation,
    a colour cast), levels 1-5: the same questions;
-3. **half**: one half of each photo degraded (the side alternates): is the quality map lower
-   on the degraded half than on the other; the raw map's mean against the score;
+3. **half**: one half of each photo degraded (the side alternates): is the quality map (as
+   ``explain`` reports it, with ``MAP_PENALTY``; ``--no_penalty``: without) lower on the degraded
+   half than on the other, and is the score head's map alone; the raw maps' means against the score;
 4. **polyu**: real camera noise (PolyU: 100 noisy shots and the means of many shots of the same
    scene): is ``noise`` higher on the noisy shot.
 
@@ -238,11 +239,13 @@ def not_diagnosed(net, photos: list[str], cache_dir: str) -> dict:
     return out
 
 
-def half_study(net, photos: list[str], window: int) -> dict:
-    """Quality maps of half-degraded photos: lower on the degraded half? And the raw map's mean vs the score."""
+def half_study(net, photos: list[str], window: int, penalty: dict) -> dict:
+    """Quality maps of half-degraded photos: lower on the degraded half? With the map's penalty (``penalty``,
+    as ``explain`` reports it) and with the score head alone; and the raw maps' means vs the score."""
     from crossiqa_pyiqa.archs.quality_map import encode_maps, quality_map
     from crossiqa_pyiqa.inputs import read_image
 
+    maps = {'map': penalty, 'head': {}}
     rows = []
     for i, path in enumerate(photos):
         x = read_image(path)[None]
@@ -253,33 +256,41 @@ def half_study(net, photos: list[str], window: int) -> dict:
             y = x.clone()
             fn = library if source == 'library' else outside
             y[part] = fn(x[part].contiguous(), name, HALF_LEVEL, seed=1009 * i + 7 * j)
-            with torch.inference_mode():
-                enc = encode_maps(net, net.prepare_input(y))
-                score = float(net.score_features(enc['features']).reshape(-1)[0])
-                raw = quality_map(net, enc, window, centre=False)[0].numpy()
-            cols = raw.shape[1]
-            # cells wholly on one side (an odd number of columns leaves the middle one out)
-            left, right = raw[:, :cols // 2], raw[:, cols - cols // 2:]
-            deg, other = (left, right) if side == 0 else (right, left)
             family = OUTSIDE_LEVELS[name][0] if source == 'outside' else None
             if family is None:
                 from crossiqa_pyiqa.degradations.families import TYPE_FAMILIES
 
                 family = TYPE_FAMILIES[name].family
-            rows.append({'photo': os.path.basename(path), 'source': source, 'distortion': name, 'family': family,
-                         'side': 'left' if side == 0 else 'right', 'degraded_mean': float(deg.mean()),
-                         'other_mean': float(other.mean()), 'lower': bool(deg.mean() < other.mean()),
-                         'score': score, 'raw_map_mean': float(raw.mean())})
-    by = defaultdict(list)
-    for r in rows:
-        by[(r['source'], r['distortion'])].append(r['lower'])
+            row = {'photo': os.path.basename(path), 'source': source, 'distortion': name, 'family': family,
+                   'side': 'left' if side == 0 else 'right'}
+            with torch.inference_mode():
+                enc = encode_maps(net, net.prepare_input(y))
+                row['score'] = float(net.score_features(enc['features']).reshape(-1)[0])
+                for kind, pen in maps.items():
+                    raw = quality_map(net, enc, window, centre=False, penalty=pen)[0].numpy()
+                    cols = raw.shape[1]
+                    # cells wholly on one side (an odd number of columns leaves the middle one out)
+                    left, right = raw[:, :cols // 2], raw[:, cols - cols // 2:]
+                    deg, other = (left, right) if side == 0 else (right, left)
+                    row.update({f'{kind}_degraded_mean': float(deg.mean()), f'{kind}_other_mean': float(other.mean()),
+                                f'{kind}_lower': bool(deg.mean() < other.mean()),
+                                f'{kind}_raw_mean': float(raw.mean())})
+            row['lower'] = row['map_lower']
+            rows.append(row)
+    out: dict = {'rows': rows, 'penalty': penalty}
     scores = np.array([r['score'] for r in rows])
-    means = np.array([r['raw_map_mean'] for r in rows])
-    return {'rows': rows, 'fraction_lower': float(np.mean([r['lower'] for r in rows])),
-            'by_distortion': {f'{s}:{n}': float(np.mean(v)) for (s, n), v in by.items()},
-            'raw_map_vs_score': {'pearson': float(np.corrcoef(scores, means)[0, 1]),
-                                 'mean_difference': float(np.mean(means - scores)),
-                                 'sd_difference': float(np.std(means - scores))}}
+    for kind in maps:
+        by = defaultdict(list)
+        for r in rows:
+            by[(r['source'], r['distortion'])].append(r[f'{kind}_lower'])
+        means = np.array([r[f'{kind}_raw_mean'] for r in rows])
+        prefix = '' if kind == 'map' else 'head_'
+        out[prefix + 'fraction_lower'] = float(np.mean([r[f'{kind}_lower'] for r in rows]))
+        out[prefix + 'by_distortion'] = {f'{s}:{n}': float(np.mean(v)) for (s, n), v in by.items()}
+        out[prefix + 'raw_map_vs_score'] = {'pearson': float(np.corrcoef(scores, means)[0, 1]),
+                                            'mean_difference': float(np.mean(means - scores)),
+                                            'sd_difference': float(np.std(means - scores))}
+    return out
 
 
 def polyu_study(net, folder: str, cache_dir: str) -> dict:
@@ -338,14 +349,20 @@ def markdown(result: dict) -> str:
         lines.append(f'| {name} | ' + ', '.join(f'{k} {v}' for k, v in d['top'].items()) + ' | '
                      + ' | '.join(f'{d["mean"][f]:.2f}' for f in FAMILIES) + ' |')
     h = result['half']
+    pen = ', '.join(f'{k} {v:g}' for k, v in h['penalty'].items()) or 'none'
     lines += ['', f'**Half-degraded photos** (level {HALF_LEVEL}, the degraded side alternating; window '
-              f'{result["window_px"]} px): the map is lower on the degraded half in **{h["fraction_lower"]:.1%}** of '
-              f'{len(h["rows"])} cases.', '', '| distortion | lower on the degraded half |', '|---|---|']
+              f'{result["window_px"]} px; map penalty per unit of strength: {pen}): the map is lower on the degraded '
+              f'half in **{h["fraction_lower"]:.1%}** of {len(h["rows"])} cases (score head alone, no penalty: '
+              f'{h["head_fraction_lower"]:.1%}).', '',
+              '| distortion | map lower on the degraded half | score head alone |', '|---|---|---|']
     for name, v in h['by_distortion'].items():
-        lines.append(f'| {name} | {v:.0%} |')
-    rel = h['raw_map_vs_score']
-    lines += ['', f'Raw map (no centring) against the score on these photos: Pearson {rel["pearson"]:.3f}, mean of '
-              f'the map − score {rel["mean_difference"]:+.2f} (sd {rel["sd_difference"]:.2f}).', '']
+        lines.append(f'| {name} | {v:.0%} | {h["head_by_distortion"][name]:.0%} |')
+    for key, what in (('raw_map_vs_score', 'Raw map (no centring)'), ('head_raw_map_vs_score',
+                                                                      'Raw score head alone')):
+        rel = h[key]
+        lines += ['', f'{what} against the score on these photos: Pearson {rel["pearson"]:.3f}, mean of the map − '
+                  f'score {rel["mean_difference"]:+.2f} (sd {rel["sd_difference"]:.2f}).']
+    lines += ['']
     if 'polyu' in result:
         p = result['polyu']
         lines += [f'**Real camera noise** (PolyU, {p["n"]} pairs): `noise` higher on the noisy shot than on its clean '
@@ -366,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', default='runs/explain_evidence')
     parser.add_argument('--cache_dir', default='runs/cache')
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--no_penalty', action='store_true', help="the map without explain's penalty (the score "
+                        'head alone)')
     parser.add_argument('--skip_half', action='store_true', help='skip the (uncached) half-degraded maps')
     args = parser.parse_args(argv)
     from crossiqa_pyiqa.paths import resolve
@@ -376,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     import crossiqa_pyiqa  # noqa: F401
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA, default_weight_path, DEFAULT_WEIGHTS
     from crossiqa_pyiqa.degradations.families import DIAGNOSED_TYPES
-    from crossiqa_pyiqa.explanation import DEFAULT_WINDOW
+    from crossiqa_pyiqa.explanation import DEFAULT_WINDOW, MAP_PENALTY
     from crossiqa_pyiqa.regression.features import folder_images
 
     start = time.time()
@@ -398,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      args.cache_dir)['rows'])
     result['not_diagnosed'] = not_diagnosed(net, photos, args.cache_dir)
     if not args.skip_half:
-        result['half'] = half_study(net, photos, window)
+        result['half'] = half_study(net, photos, window, {} if args.no_penalty else MAP_PENALTY)
     if args.polyu:
         try:
             result['polyu'] = polyu_study(net, args.polyu, args.cache_dir)

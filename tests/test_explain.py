@@ -1,8 +1,10 @@
 """Explaining a score (issue 21): family strengths and the quality map, on real photos.
 
 On scikit-image's photos (no data set needed): the shipped ``crossiqa`` names a strong blur,
-noise, JPEG or darkening, and its map is lower on the degraded half of a half-degraded photo;
-the map is the score head on local windows (a window as large as the image gives the score);
+noise, JPEG or darkening, and its map is lower on the degraded half of a half-degraded photo
+(blurred, noisy, darkened or greyed); the map is the score head on local windows less the
+diagnosis heads' penalty (a window as large as the image gives the score, or the score less the
+photo's own penalty);
 the diagnosis heads travel in the weight file without changing anything else in it (fitted
 here on a few crops, with the real fitting code); bad input fails as for the metrics; the CLI
 writes the pictures and the CSV columns. Checks are about behaviour, not about numbers of
@@ -240,6 +242,49 @@ def test_map_is_the_score_head_on_windows_and_its_mean_is_the_score(metric):
     assert torch.allclose(whole, torch.full_like(whole, found.score), atol=1e-3)
     assert sum(found.families.values()) >= 0 and set(found.row()) == {*FAMILIES, 'exposure_direction', 'contrast_direction',
                                                                            'colour_kind', 'top_family'}
+
+
+@needs_heads
+def test_map_penalty_marks_a_darkened_or_faded_half_and_keeps_the_score_relation(metric):
+    from crossiqa_pyiqa.archs.quality_map import encode_maps, family_strength_maps, local_features, quality_map
+    from crossiqa_pyiqa.explanation import MAP_PENALTY
+
+    assert set(MAP_PENALTY) <= set(FAMILIES) and all(v >= 0 for v in MAP_PENALTY.values()) and any(MAP_PENALTY.values())
+    net = metric.net
+    x = photo('chelsea', (288, 384))
+    w = x.shape[-1] // 2
+    for change in ('dark', 'faded'):
+        for side in ('left', 'right'):
+            y = x.clone()
+            part = (Ellipsis, slice(0, w)) if side == 'left' else (Ellipsis, slice(w, None))
+            if change == 'dark':  # Pillow-style darkening: every channel times 0.35
+                y[part] = x[part] * 0.35
+            else:  # grey: luminance only
+                grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:])[part]
+                y[part] = grey.expand_as(y[part])
+            q = crossiqa_pyiqa.explain(y, metric).quality_map
+            left, right = _halves(q)
+            assert (left < right) if side == 'left' else (right < left), (change, side, left, right)
+    # the penalty is the diagnosis heads' strengths on each window times MAP_PENALTY; {} is the score head alone
+    y = x.clone()
+    y[..., :w] = x[..., :w] * 0.35
+    with torch.inference_mode():
+        encoded = encode_maps(net, y)
+        head = quality_map(net, encoded, 3, centre=False, penalty={})
+        strengths = family_strength_maps(net, local_features(net, encoded, 3), list(MAP_PENALTY))
+        expected = head - sum(MAP_PENALTY[f] * s for f, s in strengths.items())
+        assert torch.allclose(quality_map(net, encoded, 3, centre=False, penalty=MAP_PENALTY), expected, atol=1e-4)
+        cells = w // 32
+        assert float(strengths['exposure'][..., :cells].mean()) > float(strengths['exposure'][..., -cells:].mean())
+        # a window covering the whole photo: the score less the penalty of the photo's own family strengths
+        whole = quality_map(net, encoded, 25, centre=False, penalty=MAP_PENALTY)
+        found = crossiqa_pyiqa.explain(y, metric)
+        own = found.score - sum(MAP_PENALTY[f] * found.families[f] for f in MAP_PENALTY)
+    assert torch.allclose(whole, torch.full_like(whole, own), atol=1e-3)
+    assert found.quality_map.mean() == pytest.approx(found.score, abs=1e-3)
+    assert found.info['map_penalty'] == MAP_PENALTY
+    plain = crossiqa_pyiqa.explain(y, metric, map_penalty={}).quality_map
+    assert plain.mean() == pytest.approx(found.score, abs=1e-3) and not np.allclose(plain, found.quality_map)
 
 
 @needs_heads

@@ -14,9 +14,17 @@ window's feature vector:
   norm. Global statistics read by ``q`` (``quality_global_stages``), if any, stay whole-image.
 
 As the window grows to cover the whole image every cell's features become the global
-features, and the map becomes the score (tested). Smaller windows see less variation (a
-window's std is below the whole image's), so their raw values sit below the score; see
-:func:`quality_map` for the map ``explain`` reports.
+features, and the score head's map becomes the score (tested). Smaller windows see less
+variation (a window's std is below the whole image's), so their raw values sit below the score.
+
+The score head (fitted on CLIVE) hardly moves with a window's exposure, contrast or colour, and
+its local values move with content (a detailed window reads better than a plain one) by more
+than a darkened or faded region costs it. :func:`quality_map` therefore subtracts a penalty
+per diagnosed family: the diagnosis heads (which do read exposure, contrast and colour) on the
+same window's features, times what a unit of that family's strength costs the global score
+(``explanation.MAP_PENALTY``, fitted without MOS by ``scripts/fit_map_penalty.py``). With a
+whole-image window a cell reads ``score - sum_f MAP_PENALTY[f] * s_f(photo)`` (tested); see
+:func:`quality_map` for the centred map ``explain`` reports.
 """
 from __future__ import annotations
 
@@ -101,17 +109,43 @@ def local_features(net, encoded: dict, window: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def quality_map(net, encoded: dict, window: int, centre: bool = True) -> torch.Tensor:
-    """Local scores (B, h, w): the score head on each cell's window.
+def family_strength_maps(net, feats: torch.Tensor, families) -> dict:
+    """Diagnosis family strengths (each (B, h, w), in [0, 1]) of windowed features ``feats`` (B, F, h, w):
+    the weight file's diagnosis heads on every window, a family's strength being its largest head
+    (as in ``explain``)."""
+    heads = net.require_diagnosis()
+    b, d, h, w = feats.shape
+    strengths = heads(feats.permute(0, 2, 3, 1).reshape(b * h * w, d))  # (N, K) in [0, 1]
+    out = {}
+    for family in families:
+        idx = [k for k, name in enumerate(heads.outputs) if name == family or name.startswith(family + '_')]
+        if not idx:
+            raise ValueError(f'map penalty on {family!r}: the diagnosis heads have no output for it '
+                             f'({list(heads.outputs)})')
+        out[family] = strengths[:, idx].amax(dim=1).reshape(b, h, w)
+    return out
+
+
+def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=None) -> torch.Tensor:
+    """Local scores (B, h, w): the score head on each cell's window, less a penalty per diagnosed family.
+
+    ``penalty``: {family: score points per unit of strength} (see ``explanation.MAP_PENALTY``):
+    each window's value is the score head's minus ``sum_f penalty[f] * s_f``, ``s_f`` the diagnosis
+    heads' strength of family ``f`` on that window's features. The score head hardly moves with a
+    window's exposure, contrast or colour; the heads do, so a darkened or colour-cast region reads
+    lower. None or {}: the score head alone.
 
     ``centre=True`` shifts each image's map so that its mean is that image's score
     (``net.score_features`` of the global features): the map then says where the photo is
-    better or worse than its score, in the score's units. ``centre=False`` gives the head's raw
-    output per window, which sits below the score for small windows (less variation in them).
+    better or worse than its score, in the score's units. ``centre=False`` gives the raw values
+    per window, which sit below the score for small windows (less variation in them).
     """
     feats = local_features(net, encoded, window)
     b, d, h, w = feats.shape
     local = net.score_features(feats.permute(0, 2, 3, 1).reshape(b * h * w, d)).reshape(b, h, w)
+    if penalty:
+        for family, s in family_strength_maps(net, feats, list(penalty)).items():
+            local = local - float(penalty[family]) * s
     if not centre:
         return local
     score = net.score_features(encoded['features']).reshape(b, 1, 1)
