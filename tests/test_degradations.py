@@ -80,7 +80,7 @@ def _gen(seed=0):
 def test_names_in_kadid_order():
     assert DEGRADATIONS == KADID_ORDER
     assert ALL_DEGRADATIONS == KADID_ORDER + CAMERA_DEGRADATIONS
-    assert CODEC_DEGRADATIONS == {'jpeg', 'jpeg2000', 'camera_noise', 'low_light'}
+    assert CODEC_DEGRADATIONS == {'jpeg', 'jpeg2000', 'camera_noise', 'low_light', 'camera_grain'}
 
 
 @pytest.mark.parametrize('name', ALL_DEGRADATIONS)
