@@ -62,7 +62,8 @@ def smooth_grain_pairs(net, n: int = 150, seed: int = 1) -> tuple[np.ndarray, np
             x = torch.nn.functional.interpolate(x[..., y0:y0 + 128, x0:x0 + 128], scale_factor=2, mode='bicubic',
                                                 align_corners=False).clamp(0, 1)
             lv = int(rng.integers(1, 4))
-            diffs.append((net.forward_features(x) - net.forward_features(apply(x, 'camera_grain', lv, generator=gen)))[0])
+            grain = apply(x, 'camera_grain', lv, generator=gen)
+            diffs.append((net.forward_features(x) - net.forward_features(grain))[0])
             levels.append(lv)
     return torch.stack(diffs).double().numpy(), np.array(levels)
 
@@ -99,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     pairs = ranking_pairs(net, reg['ranking'], opt.get('cache_dir'))
     noisy = sorted(glob.glob(os.path.join(require(args.polyu, 'PolyU folder'), '*_real.*')))
     with torch.inference_mode():
-        pn = torch.cat([net.forward_features(read_image(f)[None]) for f in noisy]).double().numpy()
-        pc = torch.cat([net.forward_features(read_image(f.replace('_real', '_mean'))[None]) for f in noisy]).double().numpy()
+        def features(paths: list[str]) -> np.ndarray:
+            return torch.cat([net.forward_features(read_image(f)[None]) for f in paths]).double().numpy()
+
+        pn, pc = features(noisy), features([f.replace('_real', '_mean') for f in noisy])
     if args.smooth_grain:
         d, lv = smooth_grain_pairs(net)
         pairs = RankingPairs(diffs=np.concatenate([pairs.diffs, d]), levels=np.concatenate([pairs.levels, lv]),
@@ -113,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for weight, tw, tm in args.config:
         scale = np.sqrt(np.array([tw.get(t, 1.0) for t in types]))
         factor = np.array([tm.get(t, 1.0) for t in types])
-        rows = RankingRows(pairs.diffs * scale[:, None], pairs.margins(reg['ranking'].margin_per_level) * factor * scale,
-                           weight)
+        margins = pairs.margins(reg['ranking'].margin_per_level) * factor * scale
+        rows = RankingRows(pairs.diffs * scale[:, None], margins, weight)
         m = fit_ridge(feats, records.mos, alpha, rows)
         polyu = float((((pc - pn) / m.std) @ m.coef > 0).mean())
         wrong = float(((((pairs.diffs / m.std) @ m.coef) <= 0)).mean())

@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
           *[f"| {k.replace('synthetic_direction_', '')} pairs | {v:.2f} |" for k, v in result.items()
             if k.startswith('synthetic_direction_')]]
     if has_heads:
-        md += [f"| the `noise` diagnosis head (higher on the noisy shot) | {result['noise_head_higher_on_noisy']:.2f} |",
+        head = result['noise_head_higher_on_noisy']
+        md += [f'| the `noise` diagnosis head (higher on the noisy shot) | {head:.2f} |',
                '', '| score - gamma x noise head | CLIVE SRCC (10 splits, plain ridge) | PolyU clean preferred |',
                '|---|---|---|',
                *[f"| {r['gamma']} | {r['clive_srcc_median']:.4f} | {r['polyu_clean_preferred']:.2f} |"

@@ -687,7 +687,7 @@ _GRAIN_CHROMA_SIGMA = 1.5
 
 @register('camera_grain', GRAIN_ISO, random=True, torch_native=False, param_name='ISO')
 def camera_grain(x: torch.Tensor, p: torch.Tensor, gens: Generators) -> torch.Tensor:
-    """Luma grain as camera JPEGs leave it: ``camera_noise``'s pipeline without Bayer-domain denoising. ISO: 200 ... 3200.
+    """Luma grain over intact detail: ``camera_noise``'s pipeline without Bayer-domain denoising. ISO: 200 ... 3200.
 
     Why a second noise type: ``camera_noise`` denoises like a phone, and its Bayer-domain
     coring (25% of the in-noise high-pass kept) also erases fine detail, so a head can learn

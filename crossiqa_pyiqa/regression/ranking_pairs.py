@@ -104,7 +104,8 @@ def _type_weights(spec: Any, types: Sequence[str]) -> dict[str, float] | None:
     if not spec:
         return None
     if not isinstance(spec, dict):
-        raise TypeError(f'regression.ranking.type_weights must be a mapping {{type: weight}}, got {type(spec).__name__}')
+        raise TypeError('regression.ranking.type_weights must be a mapping {type: weight}, got '
+                        f'{type(spec).__name__}')
     unknown = sorted(set(spec) - set(types))
     if unknown:
         raise ValueError(f'regression.ranking.type_weights names type(s) {unknown} that are not among the '
