@@ -17,15 +17,15 @@ content, as in full-resolution camera photos), type ``grain_smooth``.
 from __future__ import annotations
 
 import argparse
-import glob
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'scripts'))
 
 
 def parse_config(text: str) -> tuple[float, dict[str, float], dict[str, float]]:
@@ -81,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from independent_check import find_pairs
+
     from crossiqa_pyiqa.inputs import read_image
     from crossiqa_pyiqa.optionfile import load_options
-    from crossiqa_pyiqa.paths import require
     from crossiqa_pyiqa.regression.features import dataset_features
     from crossiqa_pyiqa.regression.fit import build_encoder, protocol_data
     from crossiqa_pyiqa.regression.protocol import linear_probe
@@ -98,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     net, _ = build_encoder(opt, args.encoder)
     feats = dataset_features(net, dataset, all_records, opt.get('cache_dir'))[keep]
     pairs = ranking_pairs(net, reg['ranking'], opt.get('cache_dir'))
-    noisy = sorted(glob.glob(os.path.join(require(args.polyu, 'PolyU folder'), '*_real.*')))
+    polyu = find_pairs(args.polyu)  # scripts/independent_check.py: the pairing --real_noise uses
     with torch.inference_mode():
-        def features(paths: list[str]) -> np.ndarray:
-            return torch.cat([net.forward_features(read_image(f)[None]) for f in paths]).double().numpy()
+        def features(paths) -> np.ndarray:
+            return torch.cat([net.forward_features(read_image(str(f))[None]) for f in paths]).double().numpy()
 
-        pn, pc = features(noisy), features([f.replace('_real', '_mean') for f in noisy])
+        pn, pc = features([n for _, n, _ in polyu]), features([c for _, _, c in polyu])
     if args.smooth_grain:
         d, lv = smooth_grain_pairs(net)
         pairs = RankingPairs(diffs=np.concatenate([pairs.diffs, d]), levels=np.concatenate([pairs.levels, lv]),

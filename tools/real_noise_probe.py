@@ -21,18 +21,17 @@ features are cached under ``runs/cache`` after the first run).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'scripts'))
 
 
 def _load(path: str) -> torch.Tensor:
@@ -98,13 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     import pyiqa
 
     import crossiqa_pyiqa  # noqa: F401  (registers the metrics)
-    from crossiqa_pyiqa.paths import require, resolve
+    from independent_check import find_pairs  # scripts/: the pairing --real_noise uses
 
-    polyu = require(args.polyu, 'PolyU folder')
-    noisy = sorted(glob.glob(os.path.join(polyu, '*_real.*')))
-    if not noisy:
-        raise SystemExit(f'no *_real images in {polyu}: python scripts/prepare_data.py polyu')
-    pairs = [(f, f.replace('_real', '_mean')) for f in noisy]
+    from crossiqa_pyiqa.paths import resolve
+
+    pairs = [(str(noisy), str(clean)) for _, noisy, clean in find_pairs(args.polyu)]
     net = pyiqa.create_metric(args.metric, device='cpu').net
     result: dict = {'metric': args.metric, 'n_pairs': len(pairs)}
 
@@ -139,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         from crossiqa_pyiqa.optionfile import load_options
         from crossiqa_pyiqa.regression.features import dataset_features
         from crossiqa_pyiqa.regression.fit import protocol_data
-        from crossiqa_pyiqa.regression.ridge import fit_ridge, select_alpha
+        from crossiqa_pyiqa.regression.protocol import linear_probe
 
         opt = load_options(args.regress)
         reg, dataset, all_records, records, keep, splits = protocol_data(opt)
@@ -147,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             clive_noise = heads.raw(torch.as_tensor(feats)).numpy()[:, k]
             s_n, s_c = net.score_features(fn).flatten().numpy(), net.score_features(fc).flatten().numpy()
-        alpha = select_alpha(feats, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'])
-        preds = [(fit_ridge(feats[tr], records.mos[tr], alpha).predict(feats[te]), te) for tr, te in splits]
+        probe = linear_probe(feats, records.mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
+                             reg['cv_scoring'])  # the fit protocol: alpha by CV inside each split
+        preds = list(zip(probe.predictions, probe.test_indices))
         result['tradeoff'] = [
             {'gamma': g, 'clive_srcc_median': float(np.median([spearmanr(q - g * clive_noise[te], records.mos[te])[0]
                                                                for q, te in preds])),
