@@ -17,6 +17,11 @@ PLUGIN_METRICS: dict[str, dict[str, Any]] = {
     # (scripts/measure_score_range.py); small crops (< 256 px) go above 100. Not clamped (a loss keeps its gradient).
     'crossiqa': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
     'crossiqa-livec': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
+    # the same score less a penalty per unit of the `noise` diagnosis strength (no MOS: synthetic pairs), at the
+    # cost the map charges for noise (explanation.MAP_PENALTY['noise'], scripts/fit_map_penalty.py): real sensor
+    # noise ranked below its clean scene far more often, at a CLIVE cost (README, "crossiqa-noiseaware")
+    'crossiqa-noiseaware': {**_entry('crossiqa_lite0_livec', score_range='~-40, ~125'),
+                            'metric_opts': {**_entry('crossiqa_lite0_livec')['metric_opts'], 'noise_penalty': 38.0}},
     # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels)
     'crossiqa-zs': _entry('crossiqa_lite0_livec', 'zeroshot', score_range='-inf, inf'),
     # the earlier model: a tiny ViT trained from scratch on 518 images (README, "crossiqa-tiny")

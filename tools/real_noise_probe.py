@@ -12,7 +12,8 @@
    level, least squares on standardised differences, no MOS), applied to PolyU's pairs; and the
    metric's ``noise`` diagnosis head (``explain``), when its weight file has one.
 3. **What a score that listens to it would cost**: the score minus gamma x the ``noise`` head's
-   raw output, CLIVE 10 seeded splits (plain ridge refitted per split, the fit protocol of
+   raw output, and ``crossiqa-noiseaware``'s form (gamma = the map's cost of noise x the strength
+   clipped to [0, 1]), CLIVE 10 seeded splits (plain ridge refitted per split, the fit protocol of
    ``options/regress/crossiqa_livec.yml``) against PolyU's fraction.
 
 Writes ``probe.json`` and ``probe.md`` under ``--out``. About 15 min on a 2-core CPU (CLIVE
@@ -152,6 +153,16 @@ def main(argv: list[str] | None = None) -> int:
                                                                for q, te in preds])),
              'polyu_clean_preferred': float(((s_c - g * n_c) > (s_n - g * n_n)).mean())}
             for g in (0, 10, 20, 40, 80)]
+        # crossiqa-noiseaware: the noise *strength* (clipped to [0, 1]) at the map's cost per unit of noise
+        from crossiqa_pyiqa.explanation import MAP_PENALTY
+
+        g = MAP_PENALTY['noise']
+        clip = lambda a: np.clip(a, 0, 1)  # noqa: E731
+        result['noiseaware'] = {
+            'gamma': g,
+            'clive_srcc_median': float(np.median([spearmanr(q - g * clip(clive_noise[te]), records.mos[te])[0]
+                                                  for q, te in preds])),
+            'polyu_clean_preferred': float(((s_c - g * clip(n_c)) > (s_n - g * clip(n_n))).mean())}
     result['seconds'] = round(time.time() - t0, 1)
 
     out = Path(resolve(args.out))
@@ -169,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                '', '| score - gamma x noise head | CLIVE SRCC (10 splits, plain ridge) | PolyU clean preferred |',
                '|---|---|---|',
                *[f"| {r['gamma']} | {r['clive_srcc_median']:.4f} | {r['polyu_clean_preferred']:.2f} |"
-                 for r in result['tradeoff']]]
+                 for r in result['tradeoff']],
+               '| {gamma} x noise strength (clipped to [0, 1]; `crossiqa-noiseaware`) | {clive_srcc_median:.4f} | '
+               '{polyu_clean_preferred:.2f} |'.format(**result['noiseaware'])]
     (out / 'probe.md').write_text('\n'.join(md) + '\n')
     print('\n'.join(md))
     return 0

@@ -163,6 +163,18 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_noise_penalty(value: Any, head: str) -> float:
+    try:
+        penalty = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'noise_penalty must be a number of score points, got {value!r}') from None
+    if not math.isfinite(penalty) or penalty < 0:
+        raise ValueError(f'noise_penalty must be finite and >= 0 (score points per unit of noise), got {value!r}')
+    if penalty and head != 'linear':
+        raise ValueError(f"noise_penalty applies to the MOS head (head='linear'), not head={head!r}")
+    return penalty
+
+
 @ARCH_REGISTRY.register()
 class CrossIQA(nn.Module):
     """Cross-IQA network: shared encoder/decoder for the pretext, features + head for scoring.
@@ -178,6 +190,10 @@ class CrossIQA(nn.Module):
             pristine-vs-degraded pairs (higher is better).
         freeze_encoder: no parameter gradients for encoder and decoder (head-only training
             in pyiqa's harness, which has no freeze option of its own).
+        noise_penalty: score points taken off per unit of the ``noise`` diagnosis strength (in [0, 1]):
+            ``score = head - noise_penalty * noise``. CLIVE's MOS alone teaches the head to read fine
+            real sensor noise as detail; the diagnosis heads (fitted on synthetic pairs, no MOS) do
+            see it. 0 (default): the head alone. Needs a weight file with diagnosis heads.
         **config: architecture options (see ``DEFAULT_CONFIG``); a weight file's own
             config is used as the base, explicit options override inference-only keys.
     """
@@ -198,11 +214,12 @@ class CrossIQA(nn.Module):
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
                  weights: str = DEFAULT_WEIGHTS, head: str = 'linear', freeze_encoder: bool = False,
-                 **config: Any) -> None:
+                 noise_penalty: float = 0.0, **config: Any) -> None:
         super().__init__()
         if head not in ('linear', 'zeroshot'):
             raise ValueError(f"head must be 'linear' or 'zeroshot', got {head!r}")
         self.head_type = head
+        self.noise_penalty = _check_noise_penalty(noise_penalty, head)
         from crossiqa_pyiqa.inputs import attach_to_inference_model
 
         attach_to_inference_model(self)  # pyiqa.create_metric(...)(path) reads with the plugin's reader
@@ -288,6 +305,11 @@ class CrossIQA(nn.Module):
                        else 'with regression.ranking options: the synthetic pairs')
                 raise ValueError(f'Weight file {path} holds no zero-shot statistics; the zero-shot head needs a file '
                                  f'written with them (scripts/fit_regressor.py {how}).')
+        if self.noise_penalty:  # the penalty reads the `noise` diagnosis head: refuse a file without one
+            outputs = self.require_diagnosis().outputs
+            if 'noise' not in outputs:
+                raise ValueError(f'noise_penalty needs a `noise` diagnosis head; {path} has {list(outputs)}')
+            self._noise_output = outputs.index('noise')
         if freeze_encoder:  # pyiqa's harness trains only the head (gradients to the input still flow)
             for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
                 p.requires_grad_(False)
@@ -565,7 +587,11 @@ class CrossIQA(nn.Module):
                 if self.config['zeroshot'] == 'pairs':
                     return self.zeroshot_pairs_score(features)[:, None]
                 return self.zeroshot_distance(features)[:, None]
-            return self.head(self.standardise(features))
+            score = self.head(self.standardise(features))
+            if self.noise_penalty:
+                noise = self.diagnosis(features)[:, self._noise_output:self._noise_output + 1]
+                score = score - self.noise_penalty * noise
+            return score
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quality score per image, shape (B, 1)."""

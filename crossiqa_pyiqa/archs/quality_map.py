@@ -133,7 +133,8 @@ def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=No
     each window's value is the score head's minus ``sum_f penalty[f] * s_f``, ``s_f`` the diagnosis
     heads' strength of family ``f`` on that window's features. The score head hardly moves with a
     window's exposure, contrast or colour; the heads do, so a darkened or colour-cast region reads
-    lower. None or {}: the score head alone.
+    lower. None or {}: the score head alone. A metric built with ``noise_penalty`` already subtracts that
+    much per unit of noise in ``score_features``; the map takes off only the rest of ``penalty['noise']``.
 
     ``centre=True`` shifts each image's map so that its mean is that image's score
     (``net.score_features`` of the global features): the map then says where the photo is
@@ -143,6 +144,9 @@ def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=No
     feats = local_features(net, encoded, window)
     b, d, h, w = feats.shape
     local = net.score_features(feats.permute(0, 2, 3, 1).reshape(b * h * w, d)).reshape(b, h, w)
+    if penalty and 'noise' in penalty and getattr(net, 'noise_penalty', 0.0):
+        # a metric whose score already pays for noise (``noise_penalty``): the map tops it up, never twice
+        penalty = {**penalty, 'noise': max(0.0, float(penalty['noise']) - net.noise_penalty)}
     if penalty:
         for family, s in family_strength_maps(net, feats, list(penalty)).items():
             local = local - float(penalty[family]) * s
