@@ -99,6 +99,10 @@ def test_a_csv_another_run_is_writing_is_refused(tmp_path):
         'time.sleep(120)\n')], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
+        # a plain second run onto it (bf77cb4: rewrote the file under the other run, exit 0)
+        res = cli('-t', str(folder / 'img01.png'), '--csv', str(out))
+        assert out.read_bytes() == before, 'a second run rewrote the CSV another run holds'
+        assert res.returncode == 2 and 'being written by another' in res.stderr, (res.returncode, res.stderr)
         for flag in ('--overwrite', '--resume'):
             res = cli('-t', str(folder), '--csv', str(out), flag)
             assert res.returncode == 2 and 'being written by another' in res.stderr, res.stderr
@@ -118,11 +122,19 @@ def test_csv_is_checked_by_inode_and_content_not_by_name(tmp_path):
     before = img.read_bytes()
     link = tmp_path / 'scores.csv'
     os.link(img, link)  # a hard link to an input, with a CSV name
+    plain = tmp_path / 'photo'  # an image with no extension (not an input)
+    plain.write_bytes(before)
+    overwritten, codes = [], []
+    for target in (link, plain):  # as a user would first try it (bf77cb4: the image overwritten, exit 0)
+        codes.append(cli('-t', str(folder), '--csv', str(target)).returncode)
+        if img.read_bytes() != before or plain.read_bytes() != before:
+            overwritten.append(target.name)
+            img.write_bytes(before)
+            plain.write_bytes(before)
+    assert not overwritten and codes == [2, 2], (f'--csv overwrote the image: {overwritten}', codes)
     res = cli('-t', str(folder), '--csv', str(link), '--overwrite')
     assert res.returncode == 2 and 'one of the images to score' in res.stderr and 'rank' not in res.stdout
-    # an image with no extension (not an input): its content says it is an image
-    plain = tmp_path / 'photo'
-    plain.write_bytes(before)
+    # the image with no extension: its content says it is an image
     res = cli('-t', str(folder), '--csv', str(plain), '--overwrite')
     assert res.returncode == 2 and 'existing image file' in res.stderr
     assert img.read_bytes() == before and plain.read_bytes() == before
@@ -161,14 +173,10 @@ def _without_dac_override():
 
 
 @needs_weights
-def test_unreadable_folders_and_skipped_files_are_counted_and_named(tmp_path):
+def test_unreadable_folders_and_broken_links_are_counted_and_named(tmp_path):
     folder = images(tmp_path / 'imgs', 2)
     locked = folder / 'private'
     images(locked, 1)
-    (folder / 'notes.txt').write_text('not an image')
-    (folder / 'holiday.heic').write_bytes(b'\x00\x00\x00\x18ftypheic')
-    (folder / 'figure.eps').write_bytes(b'%!PS-Adobe-3.0 EPSF-3.0\n')  # Pillow would run Ghostscript on it
-    (folder / 'data.h5').write_bytes(b'\x89HDF\r\n\x1a\n')
     os.symlink(tmp_path / 'gone.png', folder / 'dangling.png')
     locked.chmod(0)
     try:
@@ -178,14 +186,30 @@ def test_unreadable_folders_and_skipped_files_are_counted_and_named(tmp_path):
     assert res.returncode == 1, res.stderr  # not everything could be scored
     err = res.stderr
     assert 'private (Permission denied)' in err and 'dangling.png (broken symbolic link)' in err
-    assert 'holiday.heic' in err and 'figure.eps' in err and 'data.h5' in err and 'notes.txt' in err
     assert 'Traceback' not in err
     scored = [line.split()[1] for line in res.stdout.splitlines()[2:] if line.split() and line.split()[0].isdigit()]
     assert sorted(scored) == ['img00.png', 'img01.png']
 
 
+@needs_weights
+def test_files_outside_the_allow_list_are_not_read_but_counted_and_named(tmp_path):
+    folder = images(tmp_path / 'imgs', 2)
+    (folder / 'notes.txt').write_text('not an image')
+    (folder / 'holiday.heic').write_bytes(b'\x00\x00\x00\x18ftypheic')
+    (folder / 'figure.eps').write_bytes(b'%!PS-Adobe-3.0 EPSF-3.0\n')  # Pillow would run Ghostscript on it
+    (folder / 'data.h5').write_bytes(b'\x89HDF\r\n\x1a\n')
+    res = cli('-t', str(folder))
+    err = res.stderr
+    # not handed to Pillow at all (bf77cb4: .eps and .h5 were read, failing rows in the table; .heic unnamed)
+    assert 'figure.eps' not in res.stdout and 'data.h5' not in res.stdout, res.stdout
+    for name in ('holiday.heic', 'figure.eps', 'data.h5', 'notes.txt'):
+        assert any(name in line and 'skipped' in line for line in err.splitlines()), (name, err)
+    assert 'Traceback' not in err and 'FAILED' not in err
+    scored = [line.split()[1] for line in res.stdout.splitlines()[2:] if line.split() and line.split()[0].isdigit()]
+    assert sorted(scored) == ['img00.png', 'img01.png']
+
+
 def test_training_uses_the_same_allow_list(tmp_path, capsys):
-    from crossiqa_pyiqa.image_files import IMAGE_EXTENSIONS
     from crossiqa_pyiqa.train.data import list_images
 
     folder = images(tmp_path / 'imgs', 2)
@@ -196,6 +220,8 @@ def test_training_uses_the_same_allow_list(tmp_path, capsys):
     assert [os.path.basename(p) for p in found] == ['c.webp', 'img00.png', 'img01.png']
     err = capsys.readouterr().err
     assert 'figure.eps' in err and 'holiday.HEIC' in err
+    from crossiqa_pyiqa.image_files import IMAGE_EXTENSIONS
+
     assert '.webp' in IMAGE_EXTENSIONS and '.eps' not in IMAGE_EXTENSIONS
 
 
@@ -222,13 +248,16 @@ def test_closed_stdout_pipe_is_not_a_traceback(tmp_path):
     assert 'Traceback' not in shell.stderr and shell.stdout.startswith('rank')
 
 
-def test_exit_codes_and_help():
+def test_help_describes_defaults_exit_codes_and_the_csv():
     help_text = subprocess.run([sys.executable, '-m', 'crossiqa_pyiqa.cli', 'score', '--help'], capture_output=True,
                                text=True, env=ENV, timeout=120).stdout
     for words in ('exit status', '0 ', '1 ', '2 ', '3 ', 'usage error', '--resume', '--overwrite', 'defaults',
                   'cuda if a GPU', 'CSV', '--reader', 'matched by file name', '.webp'):
         assert words in help_text, words
-    assert cli('--metric', 'no-such-metric').returncode == 2
+
+
+def test_usage_errors_exit_2():
+    assert cli('--metric', 'no-such-metric').returncode == 2  # bf77cb4: 1, like a failed score
     assert cli('--no-such-flag').returncode == 2
     assert cli('--resume').returncode == 2  # --resume without --csv
 
