@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     def tensor(rgb: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
+        # a copy: arrays from Pillow are read-only
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
 
     photos = {name: getattr(data, name)() for name in PHOTOS}
     rows = []
