@@ -13,11 +13,12 @@ network's own checks for tensors):
   likewise ``directions['contrast']`` ('low' / 'high') and ``directions['colour']`` ('faded',
   'vivid' or 'cast');
 - ``quality_map``: local quality, one value per ``map_cell`` px cell (32 px for
-  EfficientNet-Lite), each the score head on the encoder's features over a window of
-  ``map_window`` px around the cell less the window's diagnosed problems (the diagnosis heads
-  on the same window, times :data:`MAP_PENALTY`: what a unit of each family's strength costs
-  the score on whole photos; ``archs/quality_map.py``), shifted so that the map's mean is the
-  score: values below the score mark the worse parts of the photo, in the score's units.
+  EfficientNet-Lite), each :data:`MAP_HEAD_WEIGHT` x the score head on the encoder's features over
+  a window of ``map_window`` px around the cell less the window's diagnosed problems (the weight
+  file's window diagnosis heads on the same window, times :data:`MAP_PENALTY`: what a unit of each
+  family's strength costs the score on whole photos; ``archs/quality_map.py``), shifted so that the
+  map's mean is the score: values below the score mark the worse parts of the photo, in the
+  score's units.
 """
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ DEFAULT_WINDOW = 3
 #: library degradations): see docs/EXPLAIN.md, "The quality map".
 MAP_PENALTY: dict[str, float] = {'blur': 75.7, 'noise': 38.0, 'compression': 54.9, 'exposure': 32.4,
                                   'contrast': 23.3, 'colour': 41.7}
+#: The score head's weight in the map when the weight file has window heads (``diagnosis_map``): each window reads
+#: ``MAP_HEAD_WEIGHT`` x the score head less the penalty. The head's local values move with content by ±10-20
+#: points, more than a darkened or faded half costs; at a tenth it still orders windows the diagnosis heads read
+#: alike. Chosen on half-degraded BSDS500 / McMaster photos (docs/EXPLAIN.md, "The quality map"). Files without
+#: window heads keep the earlier map (weight 1, crop heads).
+MAP_HEAD_WEIGHT = 0.1
 
 
 @dataclass
@@ -123,7 +130,7 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
     ``image``: a path, bytes, a PIL image, or a (1, 3, H, W) / (3, H, W) tensor in [0, 1].
     ``metric``: a CrossIQA metric name (built once and cached), a pyiqa metric or a CrossIQA
     network. ``window``: the map's window side in cells (odd). ``map_penalty``: the map's penalty per
-    family (None: :data:`MAP_PENALTY`; ``{}``: the score head alone). Raises ``RuntimeError`` naming the
+    family (None: :data:`MAP_PENALTY`; ``{}``: the score head alone, at weight 1). Raises ``RuntimeError`` naming the
     fit command when the metric's weight file holds no diagnosis heads.
     """
     from crossiqa_pyiqa.archs.quality_map import encode_maps
@@ -147,7 +154,10 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
         score = float(net.score_features(features).reshape(-1)[0])
         strengths = net.diagnose(features)[0].tolist()
         penalty = MAP_PENALTY if map_penalty is None else dict(map_penalty)
-        the_map = local_map(net, encoded, window, penalty=penalty).cpu().numpy()[0] if encoded is not None else None
+        window_heads = getattr(net, 'diagnosis_map', None) is not None
+        head_weight = MAP_HEAD_WEIGHT if penalty and window_heads else 1.0
+        the_map = (local_map(net, encoded, window, penalty=penalty, head_weight=head_weight).cpu().numpy()[0]
+                   if encoded is not None else None)
     outputs = dict(zip(heads.outputs, strengths))
     families, directions = family_strengths(outputs)
     directions = {f: (d if families[f] >= DIRECTION_THRESHOLD else None) for f, d in directions.items()}
@@ -160,5 +170,6 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
                        directions=directions,
                        outputs=outputs, image_size=(int(h), int(w)), quality_map=the_map, map_cell=cell,
                        map_window=None if cell is None else cell * window,
-                       info={'window_cells': window, 'map_penalty': penalty,
+                       info={'window_cells': window, 'map_penalty': penalty, 'map_head_weight': head_weight,
+                             'map_heads': ('window' if window_heads else 'crop') if penalty else None,
                              'diagnosis': (net.info.get('diagnosis') or {}).get('date')})

@@ -12,7 +12,10 @@ On held-out pristine photos (Kodak24; the heads were fitted on BSDS500 + McMaste
    a colour cast), levels 1-5: the same questions;
 3. **half**: one half of each photo degraded (the side alternates): is the quality map (as
    ``explain`` reports it, with ``MAP_PENALTY``; ``--no_penalty``: without) lower on the degraded
-   half than on the other, and is the score head's map alone; the raw maps' means against the score;
+   half than on the other, and are the earlier map (crop heads, head weight 1) and the score head's
+   map alone; the map at other score head weights; the raw maps' means against the score.
+   ``--half_only --kodak datasets/pristine/mcmaster`` runs this part alone on other photos (the
+   fitting photos, where ``MAP_HEAD_WEIGHT`` was chosen);
 4. **polyu**: real camera noise (PolyU: 100 noisy shots and the means of many shots of the same
    scene): is ``noise`` higher on the noisy shot.
 
@@ -57,6 +60,8 @@ HALF_DISTORTIONS = (('library', 'gaussian_blur'), ('library', 'white_noise'), ('
                     ('outside', 'pil_darker'), ('outside', 'pil_brighter'), ('outside', 'pil_low_contrast'),
                     ('outside', 'pil_desaturate'), ('outside', 'channel_cast'))
 HALF_LEVEL = 4
+#: Score head weights at which the half-degraded maps are also evaluated (``head_weight_sweep``).
+HEAD_WEIGHT_SWEEP = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def outside(x: torch.Tensor, name: str, level: int, seed: int) -> torch.Tensor:
@@ -239,13 +244,16 @@ def not_diagnosed(net, photos: list[str], cache_dir: str) -> dict:
     return out
 
 
-def half_study(net, photos: list[str], window: int, penalty: dict) -> dict:
-    """Quality maps of half-degraded photos: lower on the degraded half? With the map's penalty (``penalty``,
-    as ``explain`` reports it) and with the score head alone; and the raw maps' means vs the score."""
+def half_study(net, photos: list[str], window: int, penalty: dict, head_weight: float = 1.0) -> dict:
+    """Quality maps of half-degraded photos: lower on the degraded half? The map as ``explain`` reports it
+    (``penalty``, ``head_weight``, the file's window heads if it has them), the earlier map (crop heads, head weight
+    1), and the score head alone; and the raw maps' means vs the score."""
     from crossiqa_pyiqa.archs.quality_map import encode_maps, quality_map
     from crossiqa_pyiqa.inputs import read_image
 
-    maps = {'map': penalty, 'head': {}}
+    # kind: (penalty, head weight, diagnosis heads: None = the file's window heads if any)
+    maps = {'map': (penalty, head_weight, None), 'crop': (penalty, 1.0, net.diagnosis), 'head': ({}, 1.0, None),
+            'penalty': (penalty, 0.0, None)}  # the penalty alone: with 'head', the map at any head weight
     rows = []
     for i, path in enumerate(photos):
         x = read_image(path)[None]
@@ -266,8 +274,9 @@ def half_study(net, photos: list[str], window: int, penalty: dict) -> dict:
             with torch.inference_mode():
                 enc = encode_maps(net, net.prepare_input(y))
                 row['score'] = float(net.score_features(enc['features']).reshape(-1)[0])
-                for kind, pen in maps.items():
-                    raw = quality_map(net, enc, window, centre=False, penalty=pen)[0].numpy()
+                for kind, (pen, weight, heads) in maps.items():
+                    raw = quality_map(net, enc, window, centre=False, penalty=pen, head_weight=weight,
+                                      heads=heads)[0].numpy()
                     cols = raw.shape[1]
                     # cells wholly on one side (an odd number of columns leaves the middle one out)
                     left, right = raw[:, :cols // 2], raw[:, cols - cols // 2:]
@@ -277,14 +286,20 @@ def half_study(net, photos: list[str], window: int, penalty: dict) -> dict:
                                 f'{kind}_raw_mean': float(raw.mean())})
             row['lower'] = row['map_lower']
             rows.append(row)
-    out: dict = {'rows': rows, 'penalty': penalty}
+    out: dict = {'rows': rows, 'penalty': penalty, 'head_weight': head_weight,
+                 'map_heads': 'window' if getattr(net, 'diagnosis_map', None) is not None else 'crop'}
     scores = np.array([r['score'] for r in rows])
-    for kind in maps:
+    if penalty:  # the map at other head weights (window heads if the file has them): how MAP_HEAD_WEIGHT was chosen
+        out['head_weight_sweep'] = {
+            str(b): float(np.mean([b * r['head_degraded_mean'] + r['penalty_degraded_mean']
+                                   < b * r['head_other_mean'] + r['penalty_other_mean'] for r in rows]))
+            for b in HEAD_WEIGHT_SWEEP}
+    for kind in ('map', 'crop', 'head'):
         by = defaultdict(list)
         for r in rows:
             by[(r['source'], r['distortion'])].append(r[f'{kind}_lower'])
         means = np.array([r[f'{kind}_raw_mean'] for r in rows])
-        prefix = '' if kind == 'map' else 'head_'
+        prefix = '' if kind == 'map' else kind + '_'
         out[prefix + 'fraction_lower'] = float(np.mean([r[f'{kind}_lower'] for r in rows]))
         out[prefix + 'by_distortion'] = {f'{s}:{n}': float(np.mean(v)) for (s, n), v in by.items()}
         out[prefix + 'raw_map_vs_score'] = {'pearson': float(np.corrcoef(scores, means)[0, 1]),
@@ -322,6 +337,8 @@ def markdown(result: dict) -> str:
     lines = []
     for source, title in (('library', 'Library degradations'), ('outside', 'Distortions made outside the library '
                                                                            '(Pillow / numpy)')):
+        if source not in result:  # --half_only
+            continue
         s = result[source]
         lines += [f'**{title}, Kodak24 ({result["n_photos"]} photos).** Top family right at level >= 3: '
                   f'**{s["accuracy_ge3"]:.1%}** of {s["n_ge3"]} (photo, distortion, level) cases.', '',
@@ -342,21 +359,28 @@ def markdown(result: dict) -> str:
         p = s['pristine']
         lines += ['', 'Pristine photos: mean strength ' + ', '.join(f'{f} {p["mean"][f]:.2f}' for f in FAMILIES)
                   + f'; {p["max_over_0.3"]:.0%} have a family above 0.3.', '']
-    nd = result['not_diagnosed']
-    lines += ['**Types not diagnosed** (levels 3 and 5; what the heads say instead):', '',
-              '| type | top family (count) | ' + ' | '.join(FAMILIES) + ' |', '|---|---|' + '---|' * len(FAMILIES)]
+    nd = result.get('not_diagnosed', {})
+    if nd:
+        lines += ['**Types not diagnosed** (levels 3 and 5; what the heads say instead):', '',
+                  '| type | top family (count) | ' + ' | '.join(FAMILIES) + ' |', '|---|---|' + '---|' * len(FAMILIES)]
     for name, d in nd.items():
         lines.append(f'| {name} | ' + ', '.join(f'{k} {v}' for k, v in d['top'].items()) + ' | '
                      + ' | '.join(f'{d["mean"][f]:.2f}' for f in FAMILIES) + ' |')
     h = result['half']
     pen = ', '.join(f'{k} {v:g}' for k, v in h['penalty'].items()) or 'none'
     lines += ['', f'**Half-degraded photos** (level {HALF_LEVEL}, the degraded side alternating; window '
-              f'{result["window_px"]} px; map penalty per unit of strength: {pen}): the map is lower on the degraded '
-              f'half in **{h["fraction_lower"]:.1%}** of {len(h["rows"])} cases (score head alone, no penalty: '
-              f'{h["head_fraction_lower"]:.1%}).', '',
-              '| distortion | map lower on the degraded half | score head alone |', '|---|---|---|']
+              f'{result["window_px"]} px; map penalty per unit of strength: {pen}; {h.get("map_heads", "crop")} '
+              f'diagnosis heads, score head weight {h.get("head_weight", 1.0):g}): the map is lower on the degraded '
+              f'half in **{h["fraction_lower"]:.1%}** of {len(h["rows"])} cases (the earlier map, crop heads and head '
+              f'weight 1: {h["crop_fraction_lower"]:.1%}; score head alone, no penalty: '
+              f'{h["head_fraction_lower"]:.1%}).', '']
+    if 'head_weight_sweep' in h:
+        lines += ['The same maps at other score head weights (the map lower on the degraded half): '
+                  + ', '.join(f'{b}: {v:.1%}' for b, v in h['head_weight_sweep'].items()) + '.', '']
+    lines += ['| distortion | map lower on the degraded half | earlier map | score head alone |', '|---|---|---|---|']
     for name, v in h['by_distortion'].items():
-        lines.append(f'| {name} | {v:.0%} | {h["head_by_distortion"][name]:.0%} |')
+        lines.append(f'| {name} | {v:.0%} | {h["crop_by_distortion"][name]:.0%} | '
+                     f'{h["head_by_distortion"][name]:.0%} |')
     for key, what in (('raw_map_vs_score', 'Raw map (no centring)'), ('head_raw_map_vs_score',
                                                                       'Raw score head alone')):
         rel = h[key]
@@ -386,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--no_penalty', action='store_true', help="the map without explain's penalty (the score "
                         'head alone)')
     parser.add_argument('--skip_half', action='store_true', help='skip the (uncached) half-degraded maps')
+    parser.add_argument('--half_only', action='store_true', help='only the half-degraded maps (e.g. --kodak '
+                        'datasets/pristine/mcmaster: the fitting photos, where MAP_HEAD_WEIGHT was chosen)')
     args = parser.parse_args(argv)
     from crossiqa_pyiqa.paths import resolve
 
@@ -395,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     import crossiqa_pyiqa  # noqa: F401
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA, default_weight_path, DEFAULT_WEIGHTS
     from crossiqa_pyiqa.degradations.families import DIAGNOSED_TYPES
-    from crossiqa_pyiqa.explanation import DEFAULT_WINDOW, MAP_PENALTY
+    from crossiqa_pyiqa.explanation import DEFAULT_WINDOW, MAP_HEAD_WEIGHT, MAP_PENALTY
     from crossiqa_pyiqa.regression.features import folder_images
 
     start = time.time()
@@ -409,16 +435,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     window = args.window or DEFAULT_WINDOW
     cell = 32
-    result: dict = {'weights': weights, 'n_photos': len(photos), 'window_cells': window, 'window_px': window * cell,
+    result: dict = {'weights': weights, 'photos': args.kodak, 'n_photos': len(photos), 'window_cells': window, 'window_px': window * cell,
                     'diagnosis': net.info.get('diagnosis', {}).get('date')}
-    result['library'] = summarise_levels(level_study(net, photos, 'library', list(DIAGNOSED_TYPES),
-                                                     args.cache_dir)['rows'])
-    result['outside'] = summarise_levels(level_study(net, photos, 'outside', list(OUTSIDE_LEVELS),
-                                                     args.cache_dir)['rows'])
-    result['not_diagnosed'] = not_diagnosed(net, photos, args.cache_dir)
+    if args.half_only and args.skip_half:
+        print('explain_evidence: error: --half_only and --skip_half leave nothing to do', file=sys.stderr)
+        return 2
+    if not args.half_only:
+        result['library'] = summarise_levels(level_study(net, photos, 'library', list(DIAGNOSED_TYPES),
+                                                         args.cache_dir)['rows'])
+        result['outside'] = summarise_levels(level_study(net, photos, 'outside', list(OUTSIDE_LEVELS),
+                                                         args.cache_dir)['rows'])
+        result['not_diagnosed'] = not_diagnosed(net, photos, args.cache_dir)
     if not args.skip_half:
-        result['half'] = half_study(net, photos, window, {} if args.no_penalty else MAP_PENALTY)
-    if args.polyu:
+        weight = MAP_HEAD_WEIGHT if net.diagnosis_map is not None and not args.no_penalty else 1.0
+        result['half'] = half_study(net, photos, window, {} if args.no_penalty else MAP_PENALTY, weight)
+    if args.polyu and not args.half_only:
         try:
             result['polyu'] = polyu_study(net, args.polyu, args.cache_dir)
         except FileNotFoundError as error:

@@ -9,6 +9,10 @@ degrades crops of the options' pristine photos with the library, fits one ridge 
 family output on the encoder's features (no MOS) and writes ``--out``: ``--weights`` with the
 heads added as ``diagnosis.*`` tensors and their provenance in the metadata (every other
 tensor unchanged, so the metric's scores are too). ``--out`` may be ``--weights`` itself.
+
+``--map`` fits the quality map's heads instead (``diagnosis_map.*``): the same outputs, on the features
+of 3 x 3-cell windows of such crops (``diagnosis.map_*`` options), which read a window's exposure
+and colour better than the crop heads do; the crop heads stay as they are.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', required=True, help='weight file to write (may be --weights itself)')
     parser.add_argument('--cache_dir', default=None, help='feature cache (default: the options\' cache_dir)')
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1: a shared 2-core machine)')
+    parser.add_argument('--map', action='store_true', help="fit the quality map's window heads (diagnosis_map.*; "
+                        'diagnosis.map_images / map_window / map_cells) instead of the crop heads, keeping those')
     parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override options, e.g. '
                         'diagnosis.n_images=50')
     args = parser.parse_args(argv)
@@ -48,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     command = 'python ' + ' '.join(shlex.quote(a) for a in
                                    [os.path.relpath(__file__)] + list(argv if argv is not None else sys.argv[1:]))
     try:
-        info = run_diagnosis_fit(opt, args.weights, args.out, command=command, cache_dir=args.cache_dir)
+        info = run_diagnosis_fit(opt, args.weights, args.out, command=command, cache_dir=args.cache_dir,
+                                 window_heads=args.map)
     except (FileNotFoundError, ValueError) as error:
         print(f'fit_diagnosis: error: {error}', file=sys.stderr)
         return 1
-    print(f"{info['n_rows']} crops of {info['n_images']} photos, {len(info['types'])} types; "
+    rows = 'windows' if args.map else 'crops'
+    print(f"{info['n_rows']} {rows} of {info['n_images']} photos, {len(info['types'])} types; "
           f"{info['seconds']:.0f} s -> {args.out}")
     for name in info['outputs']:
         print(f"  {name:<16} alpha {info['alphas'][name]:<10g} train RMSE {info['train_rmse'][name]:.3f}")

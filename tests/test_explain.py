@@ -101,6 +101,20 @@ def test_multi_output_ridge_recovers_outputs_and_grouped_folds_keep_groups():
         assert not set(groups[fit]) & set(groups[val]) and len(fit) + len(val) == 120
 
 
+def test_diagnosis_options_refuse_bad_values_by_name(tmp_path):
+    from crossiqa_pyiqa.regression.diagnosis import diagnosis_options
+
+    good = {'pristine_dirs': [str(tmp_path)]}
+    assert diagnosis_options(good)['map_window'] == 3
+    for bad, message in (({'map_window': 2}, 'map_window must be an odd'), ({'map_cells': 0}, 'map_cells'),
+                         ({'map_images': True}, 'map_images'), ({'levels': [0]}, 'levels'),
+                         ({'crops': [32]}, 'crops'), ({'window': 3}, 'Unknown diagnosis option')):
+        with pytest.raises(ValueError, match=message):
+            diagnosis_options({**good, **bad})
+    with pytest.raises(FileNotFoundError, match='not a folder'):
+        diagnosis_options({'pristine_dirs': [str(tmp_path / 'missing')]})
+
+
 # ============================================================ heads in the weight file
 @pytest.fixture(scope='module')
 def fitted(tmp_path_factory):
@@ -108,8 +122,8 @@ def fitted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('diagnosis')
     state, config, info = read_weights(SHIPPED)
     bare = tmp / 'bare.safetensors'
-    save_weights(bare, {k: v for k, v in state.items() if not k.startswith('diagnosis.')}, 'CrossIQA', config,
-                 {k: v for k, v in info.items() if k != 'diagnosis'})
+    save_weights(bare, {k: v for k, v in state.items() if not k.startswith(('diagnosis.', 'diagnosis_map.'))},
+                 'CrossIQA', config, {k: v for k, v in info.items() if k not in ('diagnosis', 'diagnosis_map')})
     photos = tmp / 'photos'
     photos.mkdir()
     for name in ('astronaut', 'coffee', 'chelsea', 'rocket'):
@@ -117,13 +131,65 @@ def fitted(tmp_path_factory):
     options = tmp / 'diag.yml'
     options.write_text(f'name: test\ndiagnosis:\n  pristine_dirs: [{photos}]\n  n_images: 4\n  crops: [96, 128]\n'
                        '  pristine_crops: 2\n  types: [gaussian_blur, white_noise, jpeg, darken, brighten]\n'
-                       '  cv_folds: 2\n  alphas: [10, 1000]\n')
+                       '  cv_folds: 2\n  alphas: [10, 1000]\n  map_images: 4\n  map_cells: 4\n')
     out = tmp / 'with_heads.safetensors'
     run = subprocess.run([sys.executable, str(ROOT / 'scripts/fit_diagnosis.py'), '-opt', str(options), '--weights',
                           str(bare), '--out', str(out), '--cache_dir', str(tmp / 'cache')],
                          capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     return bare, out
+
+
+@pytest.fixture(scope='module')
+def fitted_map(fitted):
+    """``fitted``'s file with the quality map's window heads added by ``fit_diagnosis.py --map``."""
+    _, out = fitted
+    options = out.parent / 'diag.yml'
+    with_map = out.parent / 'with_map.safetensors'
+    run = subprocess.run([sys.executable, str(ROOT / 'scripts/fit_diagnosis.py'), '-opt', str(options), '--weights',
+                          str(out), '--out', str(with_map), '--map'],
+                         capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    return out, with_map
+
+
+def test_window_heads_are_added_beside_the_crop_heads_and_the_map_reads_them(fitted_map):
+    from crossiqa_pyiqa.archs.quality_map import encode_maps, family_strength_maps, local_features, quality_map
+    from crossiqa_pyiqa.explanation import MAP_HEAD_WEIGHT, MAP_PENALTY
+
+    out, with_map = fitted_map
+    before, config_before, info_before = read_weights(out)
+    after, config_after, info_after = read_weights(with_map)
+    extra = sorted(set(after) - set(before))
+    assert extra == ['diagnosis_map.coef', 'diagnosis_map.intercept', 'diagnosis_map.mean', 'diagnosis_map.std']
+    for key, value in before.items():  # crop heads and network bit for bit
+        assert after[key].dtype == value.dtype and torch.equal(after[key], value), key
+    prov = info_after.pop('diagnosis_map')
+    assert info_after == info_before and config_after == config_before
+    assert prov['outputs'] == list(HEAD_OUTPUTS) and prov['window_cells'] == 3 and '--map' in prov['command']
+    assert prov['n_images'] == 4 and prov['n_rows'] == 4 * prov['n_crops']  # 4 windows per crop
+    x = photo('chelsea', (200, 232))
+    plain = pyiqa.create_metric('crossiqa', device='cpu', pretrained_model_path=str(out))
+    m = pyiqa.create_metric('crossiqa', device='cpu', pretrained_model_path=str(with_map))
+    assert torch.equal(plain(x), m(x))  # the score does not move
+    a, b = crossiqa_pyiqa.explain(x, plain), crossiqa_pyiqa.explain(x, m)
+    assert a.families == b.families  # the family strengths still come from the crop heads
+    assert a.info['map_heads'] == 'crop' and a.info['map_head_weight'] == 1.0
+    assert b.info['map_heads'] == 'window' and b.info['map_head_weight'] == MAP_HEAD_WEIGHT
+    net = m.net
+    with torch.inference_mode():
+        encoded = encode_maps(net, x)
+        feats = local_features(net, encoded, 3)
+        head = quality_map(net, encoded, 3, centre=False, penalty={})
+        window = family_strength_maps(net, feats, list(MAP_PENALTY))
+        crop = family_strength_maps(net, feats, list(MAP_PENALTY), heads=net.diagnosis)
+        expected = MAP_HEAD_WEIGHT * head - sum(MAP_PENALTY[f] * s for f, s in window.items())
+    assert not torch.allclose(window['blur'], crop['blur'])  # the map reads the window heads ...
+    centred = expected - expected.mean() + b.score
+    np.testing.assert_allclose(b.quality_map, centred[0].numpy(), atol=1e-3)  # ... at MAP_HEAD_WEIGHT
+    assert not np.allclose(a.quality_map, b.quality_map, atol=1e-2)
+    # half(): the window heads stay float32, like the crop heads
+    assert CrossIQA(pretrained_model_path=str(with_map)).half().diagnosis_map.coef.dtype == torch.float32
 
 
 def test_heads_are_added_and_nothing_else_in_the_file_changes(fitted):
@@ -247,7 +313,7 @@ def test_map_is_the_score_head_on_windows_and_its_mean_is_the_score(metric):
 @needs_heads
 def test_map_penalty_marks_a_darkened_or_faded_half_and_keeps_the_score_relation(metric):
     from crossiqa_pyiqa.archs.quality_map import encode_maps, family_strength_maps, local_features, quality_map
-    from crossiqa_pyiqa.explanation import MAP_PENALTY
+    from crossiqa_pyiqa.explanation import MAP_HEAD_WEIGHT, MAP_PENALTY
 
     assert set(MAP_PENALTY) <= set(FAMILIES) and all(v >= 0 for v in MAP_PENALTY.values()) and any(MAP_PENALTY.values())
     net = metric.net
@@ -265,22 +331,27 @@ def test_map_penalty_marks_a_darkened_or_faded_half_and_keeps_the_score_relation
             q = crossiqa_pyiqa.explain(y, metric).quality_map
             left, right = _halves(q)
             assert (left < right) if side == 'left' else (right < left), (change, side, left, right)
-    # the penalty is the diagnosis heads' strengths on each window times MAP_PENALTY; {} is the score head alone
+    # the penalty is the window heads' strengths on each window times MAP_PENALTY, beside MAP_HEAD_WEIGHT x the
+    # score head; {} is the score head alone
     y = x.clone()
     y[..., :w] = x[..., :w] * 0.35
+    assert net.diagnosis_map is not None, 'the shipped file holds the window heads (fit_diagnosis.py --map)'
     with torch.inference_mode():
         encoded = encode_maps(net, y)
         head = quality_map(net, encoded, 3, centre=False, penalty={})
         strengths = family_strength_maps(net, local_features(net, encoded, 3), list(MAP_PENALTY))
-        expected = head - sum(MAP_PENALTY[f] * s for f, s in strengths.items())
-        assert torch.allclose(quality_map(net, encoded, 3, centre=False, penalty=MAP_PENALTY), expected, atol=1e-4)
+        expected = MAP_HEAD_WEIGHT * head - sum(MAP_PENALTY[f] * s for f, s in strengths.items())
+        shown = quality_map(net, encoded, 3, centre=False, penalty=MAP_PENALTY, head_weight=MAP_HEAD_WEIGHT)
+        assert torch.allclose(shown, expected, atol=1e-4)
         cells = w // 32
         assert float(strengths['exposure'][..., :cells].mean()) > float(strengths['exposure'][..., -cells:].mean())
-        # a window covering the whole photo: the score less the penalty of the photo's own family strengths
-        whole = quality_map(net, encoded, 25, centre=False, penalty=MAP_PENALTY)
+        # a window covering the whole photo, crop heads, head weight 1: the score less the penalty of the
+        # photo's own family strengths
+        whole = quality_map(net, encoded, 25, centre=False, penalty=MAP_PENALTY, heads=net.diagnosis)
         found = crossiqa_pyiqa.explain(y, metric)
         own = found.score - sum(MAP_PENALTY[f] * found.families[f] for f in MAP_PENALTY)
     assert torch.allclose(whole, torch.full_like(whole, own), atol=1e-3)
+    assert found.info['map_heads'] == 'window' and found.info['map_head_weight'] == MAP_HEAD_WEIGHT
     assert found.quality_map.mean() == pytest.approx(found.score, abs=1e-3)
     assert found.info['map_penalty'] == MAP_PENALTY
     plain = crossiqa_pyiqa.explain(y, metric, map_penalty={}).quality_map

@@ -37,7 +37,8 @@ from crossiqa_pyiqa.archs.backbones import (NUM_STAGES, BACKBONE_CONFIGS, VIT_BA
                                             stage_channels)
 from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
 from crossiqa_pyiqa.archs.decoder import CrossIQADecoder
-from crossiqa_pyiqa.archs.diagnosis import DIAGNOSIS_PREFIX, FIT_COMMAND, DiagnosisHeads, heads_from_state
+from crossiqa_pyiqa.archs.diagnosis import (DIAGNOSIS_PREFIX, FIT_COMMAND, MAP_DIAGNOSIS_PREFIX, DiagnosisHeads,
+                                            heads_from_state)
 from crossiqa_pyiqa.archs.precision import apply_keeping_float32, full_precision, module_dtype
 from crossiqa_pyiqa.archs.stats_decoder import STATS_PER_CELL, StatsDecoder
 from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
@@ -293,9 +294,11 @@ class CrossIQA(nn.Module):
         self.apply(self._init_weights)
         # diagnosis heads (archs/diagnosis.py), only when the file holds them: other files load as before
         self.diagnosis: DiagnosisHeads | None = None
+        self.diagnosis_map: DiagnosisHeads | None = None  # the same outputs fitted on windows (the quality map's)
         self._weight_file = path
         if state_dict is not None:
             self.diagnosis = heads_from_state(state_dict, self.info, self.feature_dim, path)
+            self.diagnosis_map = heads_from_state(state_dict, self.info, self.feature_dim, path, MAP_DIAGNOSIS_PREFIX)
         if c['backbone'] != 'vit' and state_dict is None and c['init_weights']:
             self.info['backbone_init'] = load_backbone_weights(self.encoder.backbone, c['init_weights'])
         if state_dict is not None:
@@ -343,7 +346,7 @@ class CrossIQA(nn.Module):
             state['pristine_cov_triu'] = cov[rows, cols]
         if dtype is not None:  # the heads (score, zero-shot, diagnosis) and statistics stay float32
             state = {k: v.to(dtype) if v.is_floating_point() and k not in STATISTICS_KEYS
-                     and not k.startswith(DIAGNOSIS_PREFIX) else v for k, v in state.items()}
+                     and not k.startswith((DIAGNOSIS_PREFIX, MAP_DIAGNOSIS_PREFIX)) else v for k, v in state.items()}
         return str(save_weights(path, state, self.ARCH_NAME, self.config, {**self.info, **(info or {})}))
 
     @staticmethod

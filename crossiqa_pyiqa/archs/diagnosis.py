@@ -19,6 +19,10 @@ from crossiqa_pyiqa.archs.precision import apply_keeping_float32
 
 #: State-dict prefix of the heads inside a CrossIQA weight file.
 DIAGNOSIS_PREFIX = 'diagnosis.'
+#: State-dict prefix of the quality map's heads: the same outputs, fitted on *window* features (``diagnosis_map``
+#: in the metadata). Heads fitted on whole crops read a 96-px window's exposure and colour weakly (a window's
+#: statistics differ from a crop's), so the map has its own, fitted on windows of the same synthetic crops.
+MAP_DIAGNOSIS_PREFIX = 'diagnosis_map.'
 #: The command that fits them (named by every error about missing heads).
 FIT_COMMAND = ('python scripts/fit_diagnosis.py -opt options/regress/crossiqa_diagnosis.yml --weights {file} '
                '--out {file}')
@@ -63,17 +67,19 @@ class DiagnosisHeads(nn.Module):
 
 
 def heads_from_state(state_dict: Mapping[str, torch.Tensor], info: Mapping[str, Any], feature_dim: int,
-                     path: str) -> DiagnosisHeads | None:
-    """Empty heads shaped like a file's ``diagnosis.*`` tensors (filled by the strict load), or None without them."""
-    keys = {k for k in state_dict if k.startswith(DIAGNOSIS_PREFIX)}
+                     path: str, prefix: str = DIAGNOSIS_PREFIX) -> DiagnosisHeads | None:
+    """Empty heads shaped like a file's ``diagnosis.*`` (or ``prefix``) tensors (filled by the strict load), or None
+    without them. Their output names are the metadata entry named like the prefix (``diagnosis``, ``diagnosis_map``)."""
+    keys = {k for k in state_dict if k.startswith(prefix)}
     if not keys:
         return None
     from crossiqa_pyiqa.weights import WeightFileError
 
-    outputs = (info.get('diagnosis') or {}).get('outputs')
-    coef = state_dict.get(DIAGNOSIS_PREFIX + 'coef')
+    entry = prefix.rstrip('.')
+    outputs = (info.get(entry) or {}).get('outputs')
+    coef = state_dict.get(prefix + 'coef')
     if not outputs or coef is None or coef.dim() != 2 or coef.shape[0] != len(outputs):
-        raise WeightFileError(f'Weight file {path} holds diagnosis tensors {sorted(keys)} but no matching output names '
-                              "in its metadata ('diagnosis': {'outputs': [...]}); refit them with "
-                              + FIT_COMMAND.format(file=path))
+        fit = FIT_COMMAND.format(file=path) + (' --map' if prefix == MAP_DIAGNOSIS_PREFIX else '')
+        raise WeightFileError(f'Weight file {path} holds {entry} tensors {sorted(keys)} but no matching output names '
+                              f"in its metadata ('{entry}': {{'outputs': [...]}}); refit them with " + fit)
     return DiagnosisHeads(feature_dim, outputs)

@@ -109,11 +109,14 @@ def local_features(net, encoded: dict, window: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def family_strength_maps(net, feats: torch.Tensor, families) -> dict:
+def family_strength_maps(net, feats: torch.Tensor, families, heads=None) -> dict:
     """Diagnosis family strengths (each (B, h, w), in [0, 1]) of windowed features ``feats`` (B, F, h, w):
-    the weight file's diagnosis heads on every window, a family's strength being its largest head
-    (as in ``explain``)."""
-    heads = net.require_diagnosis()
+    diagnosis heads on every window, a family's strength being its largest head (as in ``explain``).
+
+    ``heads``: None reads the weight file's window heads (``net.diagnosis_map``, fitted on window features)
+    when it has them, else its crop heads (``net.diagnosis``, fitted on whole crops)."""
+    if heads is None:
+        heads = net.diagnosis_map if getattr(net, 'diagnosis_map', None) is not None else net.require_diagnosis()
     b, d, h, w = feats.shape
     strengths = heads(feats.permute(0, 2, 3, 1).reshape(b * h * w, d))  # (N, K) in [0, 1]
     out = {}
@@ -126,15 +129,19 @@ def family_strength_maps(net, feats: torch.Tensor, families) -> dict:
     return out
 
 
-def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=None) -> torch.Tensor:
+def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=None, head_weight: float = 1.0,
+                heads=None) -> torch.Tensor:
     """Local scores (B, h, w): the score head on each cell's window, less a penalty per diagnosed family.
 
     ``penalty``: {family: score points per unit of strength} (see ``explanation.MAP_PENALTY``):
-    each window's value is the score head's minus ``sum_f penalty[f] * s_f``, ``s_f`` the diagnosis
-    heads' strength of family ``f`` on that window's features. The score head hardly moves with a
-    window's exposure, contrast or colour; the heads do, so a darkened or colour-cast region reads
-    lower. None or {}: the score head alone. A metric built with ``noise_penalty`` already subtracts that
-    much per unit of noise in ``score_features``; the map takes off only the rest of ``penalty['noise']``.
+    each window's value is ``head_weight`` x the score head's minus ``sum_f penalty[f] * s_f``, ``s_f``
+    the diagnosis heads' strength of family ``f`` on that window's features (``heads``: see
+    :func:`family_strength_maps`). The score head hardly moves with a window's exposure, contrast or
+    colour, and moves with content; the diagnosis heads read the former whatever the content, so a
+    darkened or colour-cast region reads lower, and ``head_weight`` < 1 keeps content from outweighing
+    them. None or {}: the score head alone. A metric built with ``noise_penalty`` subtracts that much per unit
+    of noise in ``score_features``; with a ``penalty`` the map reads the head without it (noise is charged once,
+    by ``penalty['noise']``), so such a metric's map is the plain metric's, centred on its own score.
 
     ``centre=True`` shifts each image's map so that its mean is that image's score
     (``net.score_features`` of the global features): the map then says where the photo is
@@ -143,12 +150,15 @@ def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=No
     """
     feats = local_features(net, encoded, window)
     b, d, h, w = feats.shape
-    local = net.score_features(feats.permute(0, 2, 3, 1).reshape(b * h * w, d)).reshape(b, h, w)
-    if penalty and 'noise' in penalty and getattr(net, 'noise_penalty', 0.0):
-        # a metric whose score already pays for noise (``noise_penalty``): the map tops it up, never twice
-        penalty = {**penalty, 'noise': max(0.0, float(penalty['noise']) - net.noise_penalty)}
+    flat = feats.permute(0, 2, 3, 1).reshape(b * h * w, d)
+    local = net.score_features(flat)[:, 0]
+    if penalty and getattr(net, 'noise_penalty', 0.0):
+        # a metric whose score pays for noise (``noise_penalty``, crop heads): taken back out of the head's reading,
+        # so that the map charges noise once, as ``penalty`` says, with the map's heads
+        local = local + net.noise_penalty * net.diagnosis(flat)[:, net._noise_output].float()
+    local = head_weight * local.reshape(b, h, w)
     if penalty:
-        for family, s in family_strength_maps(net, feats, list(penalty)).items():
+        for family, s in family_strength_maps(net, feats, list(penalty), heads).items():
             local = local - float(penalty[family]) * s
     if not centre:
         return local

@@ -41,6 +41,11 @@ DIAGNOSIS_DEFAULTS: dict[str, Any] = {
     'seed': 0,
     'alphas': {'logspace': [-1, 5, 13]},
     'cv_folds': 5,
+    # the quality map's window heads (``--map``): the same kind of crops of fewer photos, each crop read as
+    # ``map_cells`` random windows of ``map_window`` x ``map_window`` cells (``archs/quality_map.py``)
+    'map_images': 60,
+    'map_window': 3,
+    'map_cells': 12,
 }
 
 
@@ -95,8 +100,22 @@ def diagnosis_options(spec: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError('diagnosis.n_images must be >= cv_folds >= 2')
     return {**opts, 'pristine_dirs': [str(d) for d in dirs], 'types': types, 'levels': levels, 'crops': crops,
             'n_images': int(opts['n_images']), 'pristine_crops': int(opts['pristine_crops']),
-            'min_family_crops': int(opts['min_family_crops']),
+            'min_family_crops': int(opts['min_family_crops']), 'map_images': _at_least(opts, 'map_images', 2),
+            'map_window': _odd_window(opts['map_window']), 'map_cells': _at_least(opts, 'map_cells', 1),
             'seed': int(opts['seed']), 'cv_folds': int(opts['cv_folds']), 'alphas': alpha_grid(opts['alphas'])}
+
+
+def _at_least(opts: dict[str, Any], key: str, low: int) -> int:
+    value = opts[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f'diagnosis.{key} must be an integer >= {low}, got {value!r}')
+    return value
+
+
+def _odd_window(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f'diagnosis.map_window must be an odd number of cells (1, 3, 5, ...), got {value!r}')
+    return value
 
 
 def _photo_sizes(paths: Sequence[str]) -> list[tuple[int, int]]:
@@ -198,6 +217,36 @@ def diagnosis_data(net: torch.nn.Module, opts: dict[str, Any], cache_dir: str | 
             'groups': np.array([it.image for it in items]), 'items': items, 'paths': paths, 'cache': str(cache)}
 
 
+def window_data(net: torch.nn.Module, opts: dict[str, Any]) -> dict[str, Any]:
+    """Window features of synthetic crops (``map_images`` photos, the crop list of :func:`diagnosis_items`): per crop,
+    ``map_cells`` random cells' ``map_window`` windows (``archs.quality_map.local_features``), each with its crop's
+    targets. Not cached: about 0.1 s per crop on one CPU thread."""
+    from crossiqa_pyiqa.archs.quality_map import encode_maps, local_features
+    from crossiqa_pyiqa.regression.features import progress
+
+    paths = _pristine_photos(opts['pristine_dirs'], opts['map_images'], opts['seed'])
+    items = diagnosis_items(paths, _photo_sizes(paths), opts)
+    reader = DiagnosisReader(paths, items, opts['seed'])
+    targets = target_matrix(items, reader)
+    rng = np.random.default_rng(opts['seed'] + 2)
+    feats, rows, groups = [], [], []
+    net.eval()
+    bar = progress(total=len(items), desc='map windows', unit='crop')
+    for k in range(len(items)):
+        with torch.inference_mode():
+            encoded = encode_maps(net, net.prepare_input(reader(k)))
+            local = local_features(net, encoded, opts['map_window'])[0]
+        flat = local.reshape(local.shape[0], -1).T.double().numpy()
+        pick = rng.choice(flat.shape[0], min(opts['map_cells'], flat.shape[0]), replace=False)
+        feats.append(flat[pick])
+        rows.append(np.repeat(targets[k][None], len(pick), axis=0))
+        groups.append(np.full(len(pick), items[k].image))
+        bar.update(1)
+    bar.close()
+    return {'features': np.concatenate(feats), 'targets': np.concatenate(rows), 'groups': np.concatenate(groups),
+            'items': items, 'paths': paths}
+
+
 def fit_heads(features: np.ndarray, targets: np.ndarray, groups: np.ndarray, opts: dict[str, Any]):
     """One ridge per output on shared standardisation (``ridge.fit_ridge_multi``, photo-grouped CV)."""
     from crossiqa_pyiqa.regression.ridge import fit_ridge_multi
@@ -217,25 +266,31 @@ def _commit() -> str:
         return 'unknown'
 
 
-def add_heads(weights: str | os.PathLike, out: str | os.PathLike, model, info: dict[str, Any]) -> str:
-    """Copy ``weights`` to ``out`` with the fitted heads (``MultiRidgeModel``) as ``diagnosis.*`` tensors.
+def add_heads(weights: str | os.PathLike, out: str | os.PathLike, model, info: dict[str, Any],
+              prefix: str | None = None) -> str:
+    """Copy ``weights`` to ``out`` with the fitted heads (``MultiRidgeModel``) as ``diagnosis.*`` tensors (or
+    ``prefix``: ``diagnosis_map.`` for the quality map's), their ``info`` in the metadata entry of that name.
 
     Every other tensor, the config and the provenance are written back unchanged.
     """
     from crossiqa_pyiqa.archs.diagnosis import DIAGNOSIS_PREFIX
     from crossiqa_pyiqa.weights import read_weights, save_weights
 
+    prefix = prefix or DIAGNOSIS_PREFIX
     state, config, file_info = read_weights(weights, arch='CrossIQA')
-    state = {k: v for k, v in state.items() if not k.startswith(DIAGNOSIS_PREFIX)}
+    state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     for name, value in (('mean', model.mean), ('std', model.std), ('coef', model.coef),
                         ('intercept', model.intercept)):
-        state[DIAGNOSIS_PREFIX + name] = torch.as_tensor(np.asarray(value), dtype=torch.float32).contiguous()
-    return str(save_weights(out, state, 'CrossIQA', config, {**file_info, 'diagnosis': info}))
+        state[prefix + name] = torch.as_tensor(np.asarray(value), dtype=torch.float32).contiguous()
+    return str(save_weights(out, state, 'CrossIQA', config, {**file_info, prefix.rstrip('.'): info}))
 
 
 def run_diagnosis_fit(opt: dict[str, Any], weights: str, out: str, command: str = '',
-                      cache_dir: str | None = None) -> dict[str, Any]:
-    """The whole fit: data, heads, file. Returns the provenance written to ``out``'s metadata."""
+                      cache_dir: str | None = None, window_heads: bool = False) -> dict[str, Any]:
+    """The whole fit: data, heads, file. Returns the provenance written to ``out``'s metadata.
+
+    ``window_heads``: fit the quality map's heads (``diagnosis_map.*``, on window features, :func:`window_data`)
+    instead of the crop heads; the file's other tensors, crop heads included, are kept as they are."""
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
     from crossiqa_pyiqa.degradations.families import HEAD_OUTPUTS, TYPE_FAMILIES
     from crossiqa_pyiqa.paths import crossiqa_home
@@ -245,7 +300,10 @@ def run_diagnosis_fit(opt: dict[str, Any], weights: str, out: str, command: str 
     start = time.time()
     opts = diagnosis_options(opt.get('diagnosis'))
     net = CrossIQA(pretrained_model_path=weights)
-    data = diagnosis_data(net, opts, cache_dir or opt.get('cache_dir'))
+    if window_heads:
+        data = window_data(net, opts)
+    else:
+        data = diagnosis_data(net, opts, cache_dir or opt.get('cache_dir'))
     model = fit_heads(data['features'], data['targets'], data['groups'], opts)
     fitted = model.predict(data['features'])
     home = crossiqa_home()
@@ -254,7 +312,9 @@ def run_diagnosis_fit(opt: dict[str, Any], weights: str, out: str, command: str 
         'families': {t: (f.family, f.direction, list(f.also)) for t, f in TYPE_FAMILIES.items()},
         'types': list(opts['types']), 'levels': opts['levels'], 'crops': opts['crops'],
         'pristine_crops': opts['pristine_crops'], 'min_family_crops': opts['min_family_crops'],
-        'n_images': len(data['paths']), 'n_rows': len(data['items']),
+        'n_images': len(data['paths']), 'n_rows': len(data['targets']),
+        **({'window_cells': opts['map_window'], 'cells_per_crop': opts['map_cells'], 'n_crops': len(data['items'])}
+           if window_heads else {}),
         'data': [os.path.relpath(d, home) if d.startswith(home) else d for d in opts['pristine_dirs']],
         'held_out': 'datasets/pristine/kodak24', 'seed': opts['seed'], 'target': 'level / 5 (pristine 0)',
         'alphas': {o: float(a) for o, a in zip(HEAD_OUTPUTS, model.alphas)},
@@ -265,7 +325,7 @@ def run_diagnosis_fit(opt: dict[str, Any], weights: str, out: str, command: str 
         'machine': f'{os.cpu_count()} CPU threads, torch {torch.__version__}, {platform.machine()}',
         'seconds': round(time.time() - start, 1),
     }
-    add_heads(weights, out, model, info)
+    add_heads(weights, out, model, info, 'diagnosis_map.' if window_heads else None)
     return info
 
 
