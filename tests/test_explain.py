@@ -140,6 +140,21 @@ def fitted(tmp_path_factory):
     return bare, out
 
 
+def _only_heads_added(before_file, after_file, entry: str) -> dict:
+    """Asserts that ``after_file`` is ``before_file`` plus the float32 heads ``entry.*`` and their metadata entry
+    (every other tensor bit for bit, dtypes included: network weights stay float16); returns that entry."""
+    before, config_before, info_before = read_weights(before_file)
+    after, config_after, info_after = read_weights(after_file)
+    extra = sorted(set(after) - set(before))
+    assert extra == [f'{entry}.{k}' for k in ('coef', 'intercept', 'mean', 'std')]
+    for key, value in before.items():
+        assert after[key].dtype == value.dtype and torch.equal(after[key], value), key
+    assert all(after[k].dtype == torch.float32 for k in extra)
+    prov = info_after.pop(entry)
+    assert info_after == info_before and config_after == config_before
+    return prov
+
+
 @pytest.fixture(scope='module')
 def fitted_map(fitted):
     """``fitted``'s file with the quality map's window heads added by ``fit_diagnosis.py --map``."""
@@ -158,14 +173,7 @@ def test_window_heads_are_added_beside_the_crop_heads_and_the_map_reads_them(fit
     from crossiqa_pyiqa.explanation import MAP_HEAD_WEIGHT, MAP_PENALTY
 
     out, with_map = fitted_map
-    before, config_before, info_before = read_weights(out)
-    after, config_after, info_after = read_weights(with_map)
-    extra = sorted(set(after) - set(before))
-    assert extra == ['diagnosis_map.coef', 'diagnosis_map.intercept', 'diagnosis_map.mean', 'diagnosis_map.std']
-    for key, value in before.items():  # crop heads and network bit for bit
-        assert after[key].dtype == value.dtype and torch.equal(after[key], value), key
-    prov = info_after.pop('diagnosis_map')
-    assert info_after == info_before and config_after == config_before
+    prov = _only_heads_added(out, with_map, 'diagnosis_map')  # crop heads and network bit for bit
     assert prov['outputs'] == list(HEAD_OUTPUTS) and prov['window_cells'] == 3 and '--map' in prov['command']
     assert prov['n_images'] == 4 and prov['n_rows'] == 4 * prov['n_crops']  # 4 windows per crop
     x = photo('chelsea', (200, 232))
@@ -194,16 +202,7 @@ def test_window_heads_are_added_beside_the_crop_heads_and_the_map_reads_them(fit
 
 def test_heads_are_added_and_nothing_else_in_the_file_changes(fitted):
     bare, out = fitted
-    before, config_before, info_before = read_weights(bare)
-    after, config_after, info_after = read_weights(out)
-    extra = sorted(set(after) - set(before))
-    assert extra == ['diagnosis.coef', 'diagnosis.intercept', 'diagnosis.mean', 'diagnosis.std']
-    for key, value in before.items():  # bit for bit, dtypes included (network weights stay float16)
-        assert after[key].dtype == value.dtype and torch.equal(after[key], value), key
-    assert all(after[k].dtype == torch.float32 for k in extra)
-    assert config_after == config_before
-    prov = info_after.pop('diagnosis')
-    assert info_after == info_before
+    prov = _only_heads_added(bare, out, 'diagnosis')
     assert prov['outputs'] == list(HEAD_OUTPUTS) and 'fit_diagnosis.py' in prov['command']
     assert prov['types'] == ['gaussian_blur', 'white_noise', 'jpeg', 'darken', 'brighten'] and prov['date']
     x = photo('chelsea', (200, 232))
