@@ -251,9 +251,9 @@ def half_study(net, photos: list[str], window: int, penalty: dict, head_weight: 
     from crossiqa_pyiqa.archs.quality_map import encode_maps, quality_map
     from crossiqa_pyiqa.inputs import read_image
 
-    # kind: (penalty, head weight, diagnosis heads: None = the file's window heads if any)
-    maps = {'map': (penalty, head_weight, None), 'crop': (penalty, 1.0, net.diagnosis), 'head': ({}, 1.0, None),
-            'penalty': (penalty, 0.0, None)}  # the penalty alone: with 'head', the map at any head weight
+    # computed: kind -> (penalty, head weight, diagnosis heads: None = the file's window heads if any); the maps are
+    # linear in their parts, so the map (at any head weight) and the earlier map are sums of these
+    parts = {'head': ({}, 1.0, None), 'penalty': (penalty, 0.0, None), 'crop_penalty': (penalty, 0.0, net.diagnosis)}
     rows = []
     for i, path in enumerate(photos):
         x = read_image(path)[None]
@@ -274,9 +274,11 @@ def half_study(net, photos: list[str], window: int, penalty: dict, head_weight: 
             with torch.inference_mode():
                 enc = encode_maps(net, net.prepare_input(y))
                 row['score'] = float(net.score_features(enc['features']).reshape(-1)[0])
-                for kind, (pen, weight, heads) in maps.items():
-                    raw = quality_map(net, enc, window, centre=False, penalty=pen, head_weight=weight,
-                                      heads=heads)[0].numpy()
+                raws = {kind: quality_map(net, enc, window, centre=False, penalty=pen, head_weight=weight,
+                                          heads=heads)[0].numpy() for kind, (pen, weight, heads) in parts.items()}
+                raws['map'] = head_weight * raws['head'] + raws['penalty']  # as explain reports it (uncentred)
+                raws['crop'] = raws['head'] + raws.pop('crop_penalty')  # the earlier map
+                for kind, raw in raws.items():
                     cols = raw.shape[1]
                     # cells wholly on one side (an odd number of columns leaves the middle one out)
                     left, right = raw[:, :cols // 2], raw[:, cols - cols // 2:]

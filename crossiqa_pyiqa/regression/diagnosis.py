@@ -292,6 +292,7 @@ def run_diagnosis_fit(opt: dict[str, Any], weights: str, out: str, command: str 
     ``window_heads``: fit the quality map's heads (``diagnosis_map.*``, on window features, :func:`window_data`)
     instead of the crop heads; the file's other tensors, crop heads included, are kept as they are."""
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+    from crossiqa_pyiqa.archs.diagnosis import MAP_DIAGNOSIS_PREFIX
     from crossiqa_pyiqa.degradations.families import HEAD_OUTPUTS, TYPE_FAMILIES
     from crossiqa_pyiqa.paths import crossiqa_home
     from crossiqa_pyiqa.regression.features import encoder_fingerprint
@@ -325,7 +326,7 @@ def run_diagnosis_fit(opt: dict[str, Any], weights: str, out: str, command: str 
         'machine': f'{os.cpu_count()} CPU threads, torch {torch.__version__}, {platform.machine()}',
         'seconds': round(time.time() - start, 1),
     }
-    add_heads(weights, out, model, info, 'diagnosis_map.' if window_heads else None)
+    add_heads(weights, out, model, info, MAP_DIAGNOSIS_PREFIX if window_heads else None)
     return info
 
 
