@@ -154,3 +154,23 @@ def test_highfreq_energy_sees_noise_that_pixel_mse_averages_away():
     assert (e_noisy > e_clean).float().mean() > 0.9
     # the patch-sequence form gives the same numbers as the image form
     assert torch.allclose(task._highfreq_energy(task.model.patchify(noisy)), e_noisy)
+
+
+def test_feature_groups_locate_each_stage_statistic_of_the_shipped_model():
+    """``feature_groups`` names the exact columns: each stage's map mean / std, then q, covering all."""
+    import pyiqa
+
+    net = pyiqa.create_metric('crossiqa', device='cpu').net
+    groups = net.feature_groups()
+    assert groups[0][2].start == 0 and groups[-1][2].stop == net.feature_dim
+    assert all(a[2].stop == b[2].start for a, b in zip(groups, groups[1:]))  # contiguous, in order
+    assert [g[0] for g in groups][-1] == 'q' and groups[-1][1] is None
+    x = _photo(160, 192)
+    with torch.inference_mode():
+        f = net.forward_features(x)[0]
+        maps = net.encoder(x, return_blocks=net.config['feature_blocks'])['blocks']
+    stage_map = dict(zip([b % 8 for b in net.config['feature_blocks']], maps))
+    for label, stage, cols in groups[:-1]:
+        m = stage_map[stage]
+        want = m.mean(dim=(2, 3)) if label.endswith('mean') else m.std(dim=(2, 3), unbiased=False)
+        torch.testing.assert_close(f[cols], want[0].float(), rtol=1e-3, atol=1e-4)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Why does a CrossIQA score prefer PolyU's real noisy shots? Three measurements in one run.
+"""Why does a CrossIQA score prefer PolyU's real noisy shots? Four measurements in one run.
 
     python tools/real_noise_probe.py [-m crossiqa] [--polyu datasets/polyu/CroppedImages] [--out runs/real_noise_probe]
 
@@ -15,6 +15,13 @@
    raw output, and ``crossiqa-noiseaware``'s form (gamma = the map's cost of noise x the strength
    clipped to [0, 1]), CLIVE 10 seeded splits (plain ridge refitted per split, the fit protocol of
    ``options/regress/crossiqa_livec.yml``) against PolyU's fraction.
+
+4. **Where the preference for grain lives**: the shipped head's score(clean) - score(noisy) split
+   by feature group (each stage's mean / std, ``q``); then heads that read only stages >= k
+   (k = 0, 3, 4, 5, 6), plain ridge and the ridge+ranking recipe, each minus gamma x the ``noise``
+   head on the same CLIVE splits. A metric without diagnosis heads (a ``tools/pretext_study.py``
+   fit) skips 3 and is penalised by the ``camera_noise`` direction of 2, in units of its CLIVE std:
+   the same measurement for the frozen backbone and a pretext encoder.
 
 Writes ``probe.json`` and ``probe.md`` under ``--out``. About 15 min on a 2-core CPU (CLIVE
 features are cached under ``runs/cache`` after the first run).
@@ -85,6 +92,56 @@ def synthetic_direction(net, types: list[str], n_images: int = 120, crop: int = 
     return np.linalg.solve(x.T @ x + 10 * np.eye(x.shape[1]), x.T @ y), std
 
 
+def block_attribution(net, f_clean: np.ndarray, f_noisy: np.ndarray) -> list[dict]:
+    """The shipped head's score(clean) - score(noisy), split by feature group (``feature_groups``).
+
+    Each group's share is ``coef . (z_clean - z_noisy)`` over its columns (z: the head's own
+    standardisation); the shares sum to the score difference. Per group: the fraction of pairs
+    where it favours the clean image, and its mean push.
+    """
+    coef = net.head.weight.detach().double().numpy()[0]
+    mean, std = net.feat_mean.double().numpy(), net.feat_std.double().numpy()
+    diff = ((f_clean - mean) / std - (f_noisy - mean) / std) * coef
+    return [{'group': label, 'clean_favoured': float((diff[:, cols].sum(1) > 0).mean()),
+             'mean_push': float(diff[:, cols].sum(1).mean())} for label, _, cols in net.feature_groups()]
+
+
+def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_clean: np.ndarray,
+                  f_noisy: np.ndarray, noise: tuple, rows=None, lowest: tuple = (0, 3, 4, 5, 6),
+                  gammas: tuple = (0, 10, 20, 40)) -> list[dict]:
+    """Heads that read only stages >= k (and ``q``), each minus gamma x the ``noise`` head.
+
+    A ridge per CLIVE split (the fit protocol), plain and, with ``rows`` (the synthetic
+    ranking pairs), the shipped ridge+ranking recipe; CLIVE SRCC is the median over splits,
+    PolyU's clean-preferred fraction the median over the splits' heads.
+    """
+    from scipy.stats import spearmanr
+
+    from crossiqa_pyiqa.regression.features import progress
+    from crossiqa_pyiqa.regression.protocol import linear_probe
+    from crossiqa_pyiqa.regression.ridge import RankingRows
+
+    clive_noise, n_clean, n_noisy = noise
+    out = []
+    runs = [(k, h) for h in ('ridge', 'ridge+ranking')[:1 + (rows is not None)] for k in lowest]
+    for k, head in progress(iterable=runs, desc='readouts (10 splits each)', unit='head'):
+        cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
+                               if stage is None or stage >= k])
+        sub = None if head == 'ridge' else RankingRows(rows.diffs[:, cols], rows.margins, rows.weight)
+        probe = linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
+                             reg['cv_scoring'], ranking=sub)
+        s_c = [m.predict(f_clean[:, cols]) for m in probe.models]
+        s_n = [m.predict(f_noisy[:, cols]) for m in probe.models]
+        for g in gammas:
+            out.append({'head': head, 'stages_from': k, 'gamma': g, 'dims': int(len(cols)),
+                        'clive_srcc_median': float(np.median(
+                            [spearmanr(p - g * clive_noise[te], mos[te])[0]
+                             for p, te in zip(probe.predictions, probe.test_indices)])),
+                        'polyu_clean_preferred': float(np.median(
+                            [((c - g * n_clean) > (n - g * n_noisy)).mean() for c, n in zip(s_c, s_n)]))})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-m', '--metric', default='crossiqa')
@@ -120,30 +177,42 @@ def main(argv: list[str] | None = None) -> int:
     result['clean_preferred_over_component'] = {k: float(np.mean(v)) for k, v in comp.items()}
 
     # 2. do the features see it
-    for types in (['camera_noise'], ['camera_grain']):
-        w, std = synthetic_direction(net, types)
-        result[f'synthetic_direction_{types[0]}'] = float(((((fc - fn).double().numpy()) / std) @ w > 0).mean())
+    directions = {t: synthetic_direction(net, [t]) for t in ('camera_noise', 'camera_grain')}
+    f_clean, f_noisy = fc.double().numpy(), fn.double().numpy()
+    for t, (w, std) in directions.items():
+        result[f'synthetic_direction_{t}'] = float((((f_clean - f_noisy) / std) @ w > 0).mean())
+
+    from scipy.stats import spearmanr
+
+    from crossiqa_pyiqa.optionfile import load_options
+    from crossiqa_pyiqa.regression.features import dataset_features
+    from crossiqa_pyiqa.regression.fit import protocol_data
+    from crossiqa_pyiqa.regression.protocol import linear_probe
+
+    opt = load_options(args.regress)
+    reg, dataset, all_records, records, keep, splits = protocol_data(opt)
+    feats = dataset_features(net, dataset, all_records, opt.get('cache_dir'))[keep]
     has_heads = getattr(net, 'diagnosis', None) is not None
-    if has_heads:
+    if has_heads:  # the penalty: the `noise` diagnosis head's raw output
         heads = net.require_diagnosis()
         k = list(heads.outputs).index('noise')
         with torch.inference_mode():
             n_n, n_c = heads.raw(fn)[:, k].numpy(), heads.raw(fc)[:, k].numpy()
-        result['noise_head_higher_on_noisy'] = float((n_n > n_c).mean())
-
-        # 3. the trade-off on CLIVE
-        from scipy.stats import spearmanr
-
-        from crossiqa_pyiqa.optionfile import load_options
-        from crossiqa_pyiqa.regression.features import dataset_features
-        from crossiqa_pyiqa.regression.fit import protocol_data
-        from crossiqa_pyiqa.regression.protocol import linear_probe
-
-        opt = load_options(args.regress)
-        reg, dataset, all_records, records, keep, splits = protocol_data(opt)
-        feats = dataset_features(net, dataset, all_records, opt.get('cache_dir'))[keep]
-        with torch.inference_mode():
             clive_noise = heads.raw(torch.as_tensor(feats)).numpy()[:, k]
+        result['noise_head_higher_on_noisy'] = float((n_n > n_c).mean())
+        penalty, gammas = 'the `noise` head (raw)', (0, 10, 20, 40)
+    else:  # no diagnosis heads: the camera_noise direction (no MOS), in units of its CLIVE std
+        w, std = directions['camera_noise']
+        signal = lambda f: -(f / std) @ w  # noqa: E731  (higher = noisier)
+        clive_signal = signal(feats)
+        scale = clive_signal.std()
+        clive_noise, n_c, n_n = clive_signal / scale, signal(f_clean) / scale, signal(f_noisy) / scale
+        penalty, gammas = 'the `camera_noise` direction (per CLIVE std)', (0, 2, 4, 8)
+    result['penalty'] = penalty
+
+    if has_heads:
+        # 3. the trade-off on CLIVE
+        with torch.inference_mode():
             s_n, s_c = net.score_features(fn).flatten().numpy(), net.score_features(fc).flatten().numpy()
         probe = linear_probe(feats, records.mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
                              reg['cv_scoring'])  # the fit protocol: alpha by CV inside each split
@@ -163,6 +232,16 @@ def main(argv: list[str] | None = None) -> int:
             'clive_srcc_median': float(np.median([spearmanr(q - g * clip(clive_noise[te]), records.mos[te])[0]
                                                   for q, te in preds])),
             'polyu_clean_preferred': float(((s_c - g * clip(n_c)) > (s_n - g * clip(n_n))).mean())}
+
+    # 4. where the preference for grain lives, and readouts without it
+    result['attribution'] = block_attribution(net, f_clean, f_noisy)
+    rows = None
+    if reg['ranking'] is not None:
+        from crossiqa_pyiqa.regression.ranking_pairs import ranking_pairs
+
+        rows = ranking_pairs(net, reg['ranking'], opt.get('cache_dir')).as_rows(reg['ranking'])
+    result['readouts'] = readout_sweep(net, feats, records.mos, splits, reg, f_clean, f_noisy,
+                                       (clive_noise, n_c, n_n), rows, gammas=gammas)
     result['seconds'] = round(time.time() - t0, 1)
 
     out = Path(resolve(args.out))
@@ -183,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
                  for r in result['tradeoff']],
                '| {gamma} x noise strength (clipped to [0, 1]; `crossiqa-noiseaware`) | {clive_srcc_median:.4f} | '
                '{polyu_clean_preferred:.2f} |'.format(**result['noiseaware'])]
+    md += ['', '| feature group (the metric\'s head) | favours the clean image | mean push |', '|---|---|---|',
+           *[f"| {r['group']} | {r['clean_favoured']:.2f} | {r['mean_push']:+.2f} |" for r in result['attribution']],
+           '', f'| head | reads stages >= k (+ q); minus gamma x {penalty} | dims | CLIVE SRCC | '
+           'PolyU clean preferred |',
+           '|---|---|---|---|---|',
+           *[f"| {r['head']} | k = {r['stages_from']}, gamma {r['gamma']} | {r['dims']} | "
+             f"{r['clive_srcc_median']:.4f} | {r['polyu_clean_preferred']:.2f} |" for r in result['readouts']]]
     (out / 'probe.md').write_text('\n'.join(md) + '\n')
     print('\n'.join(md))
     return 0

@@ -329,6 +329,31 @@ class CrossIQA(nn.Module):
         q = c['embed_dim'] if 'cls' in c['feature_tokens'] else 0
         return stats * sum(stage_channels(c['backbone'], c['feature_blocks'])) + q
 
+    def feature_groups(self) -> list[tuple[str, int | None, slice]]:
+        """Where each part of ``forward_features`` lies: (label, stage or block, slice), in order.
+
+        A CNN gives ``stage{s} mean`` / ``stage{s} std`` per feature stage, then ``q`` (stage
+        ``None``); a ViT gives ``block{b} {token}``. Repeated per feature scale (label ``@scale``
+        when there are several). Lets a study split a head's contribution or keep some stages.
+        """
+        c = self.config
+        if self.is_cnn:
+            stages = [b % NUM_STAGES for b in c['feature_blocks']]
+            per_scale = [(f'stage{s} {kind}', s, ch) for s, ch in zip(stages, stage_channels(c['backbone'], stages))
+                         for kind in c['feature_tokens'] if kind != 'cls']
+            if 'cls' in c['feature_tokens']:
+                per_scale.append(('q', None, c['embed_dim']))
+        else:
+            per_scale = [(f'block{b} {kind}', b, c['embed_dim']) for b in c['feature_blocks']
+                         for kind in c['feature_tokens']]
+        groups, start = [], 0
+        for scale in c['feature_scales']:
+            tag = f' @{scale:g}' if len(c['feature_scales']) > 1 else ''
+            for label, stage, width in per_scale:
+                groups.append((label + tag, stage, slice(start, start + width)))
+                start += width
+        return groups
+
     def save_pretrained(self, path: str, info: dict[str, Any] | None = None,
                         dtype: torch.dtype | None = None) -> str:
         """Write this network (encoder, decoder, head, statistics) with its config and provenance.

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from crossiqa_pyiqa.regression.ridge import DEFAULT_ALPHAS, RankingRows, fit_ridge, select_alpha
+from crossiqa_pyiqa.regression.ridge import DEFAULT_ALPHAS, RankingRows, RidgeModel, fit_ridge, select_alpha
 from crossiqa_pyiqa.regression.splits import Split, subsample
 
 CORRELATIONS = ('srcc', 'plcc', 'krcc')
@@ -45,6 +45,7 @@ class SplitResults:
     alphas: list[float] = field(default_factory=list)
     test_indices: list[np.ndarray] = field(default_factory=list)
     predictions: list[np.ndarray] = field(default_factory=list)
+    models: list[RidgeModel] = field(default_factory=list)  # a probe's fitted heads, to score other images
 
     def add(self, corr: dict[str, float]) -> None:
         for k in CORRELATIONS:
@@ -88,6 +89,7 @@ def linear_probe(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split],
         results.alphas.append(alpha)
         results.test_indices.append(np.asarray(test))
         results.predictions.append(pred)
+        results.models.append(model)
     return results
 
 
