@@ -104,3 +104,22 @@ def test_the_penalty_needs_the_mos_head_and_a_noise_head():
         CrossIQA(head='zeroshot', noise_penalty=10)
     with pytest.raises(RuntimeError, match='fit_diagnosis.py'):  # the tiny ViT's file has no diagnosis heads
         CrossIQA(weights='crossiqa_tiny_livec', noise_penalty=10)
+
+
+def test_real_noise_probe_noise_floor_reads_the_noise_level_not_the_content():
+    """tools/real_noise_probe.py's pixel noise floor: ~0 on a smooth photo, tracks added luma noise."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'real_noise_probe.py'
+    spec = importlib.util.spec_from_file_location('real_noise_probe', path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    x = smooth_photo('coffee')
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape[0], 1, *x.shape[-2:], generator=g).expand_as(x)
+    floors = [probe.noise_floor((x + s * noise).clamp(0, 1)) for s in (0.0, 0.005, 0.01, 0.02)]
+    assert floors[0] < 0.002
+    assert all(a < b for a, b in zip(floors, floors[1:]))
+    # the floor grows in proportion to the noise (the high-pass keeps a fixed share of white noise)
+    assert 1.6 < floors[3] / floors[2] < 2.4

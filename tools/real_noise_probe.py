@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Why does a CrossIQA score prefer PolyU's real noisy shots? Four measurements in one run.
+"""Why does a CrossIQA score prefer PolyU's real noisy shots? Five measurements in one run.
 
     python tools/real_noise_probe.py [-m crossiqa] [--polyu datasets/polyu/CroppedImages] [--out runs/real_noise_probe]
 
@@ -22,6 +22,8 @@
    head on the same CLIVE splits. A metric without diagnosis heads (a ``tools/pretext_study.py``
    fit) skips 3 and is penalised by the ``camera_noise`` direction of 2, in units of its CLIVE std:
    the same measurement for the frozen backbone and a pretext encoder.
+5. **How loud real noise is next to CLIVE's photos**: a pixel noise floor (``noise_floor``) of
+   PolyU's noisy and clean shots and of every CLIVE photo, and its rank correlation with CLIVE's MOS.
 
 Writes ``probe.json`` and ``probe.md`` under ``--out``. About 15 min on a 2-core CPU (CLIVE
 features are cached under ``runs/cache`` after the first run).
@@ -53,6 +55,20 @@ def _gblur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
     k = gaussian_kernel1d(sigma, int(3 * sigma)).to(x.dtype)
     return filter2d(x, k[:, None] * k[None, :])
+
+
+def noise_floor(x: torch.Tensor, quantile: float = 0.2) -> float:
+    """A pixel-level noise floor: a low quantile of the local (5x5) std of the luma high-pass.
+
+    In flat areas the high-pass holds only noise, so a low quantile reads the noise level;
+    in a photo without flat areas it also reads fine texture. No features, no MOS.
+    """
+    from crossiqa_pyiqa.degradations._ops import box_mean
+
+    y = x.double().mean(1, keepdim=True)
+    h = y - _gblur(y, 1.0)
+    sd = (box_mean(h * h, 2) - box_mean(h, 2) ** 2).clamp(min=0).sqrt()
+    return float(torch.quantile(sd.flatten()[::7], quantile))
 
 
 def components(noisy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -149,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--regress', default='options/regress/crossiqa_livec.yml')
     p.add_argument('--out', default='runs/real_noise_probe')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--readout-heads', choices=('ridge', 'both'), default='both',
+                   help='section 4: plain ridge only, or also ridge+ranking (about 20 min more on 2 cores)')
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -236,12 +254,23 @@ def main(argv: list[str] | None = None) -> int:
     # 4. where the preference for grain lives, and readouts without it
     result['attribution'] = block_attribution(net, f_clean, f_noisy)
     rows = None
-    if reg['ranking'] is not None:
+    if reg['ranking'] is not None and args.readout_heads == 'both':
         from crossiqa_pyiqa.regression.ranking_pairs import ranking_pairs
 
         rows = ranking_pairs(net, reg['ranking'], opt.get('cache_dir')).as_rows(reg['ranking'])
     result['readouts'] = readout_sweep(net, feats, records.mos, splits, reg, f_clean, f_noisy,
                                        (clive_noise, n_c, n_n), rows, gammas=gammas)
+
+    # 5. how loud is the real noise next to what CLIVE's photos carry, and what CLIVE's MOS says of it
+    floors = {'polyu_noisy': [noise_floor(_load(a)) for a, _ in pairs],
+              'polyu_clean': [noise_floor(_load(b)) for _, b in pairs],
+              'clive': [noise_floor(dataset[int(i)]['img'][None]) for i in np.flatnonzero(keep)]}
+    clive_floor = np.asarray(floors['clive'])
+    result['noise_floor'] = {
+        **{f'{k}_quartiles': [float(v) for v in np.quantile(f, (0.25, 0.5, 0.75))] for k, f in floors.items()},
+        'clive_above_polyu_noisy_median': float((clive_floor > np.median(floors['polyu_noisy'])).mean()),
+        'clive_srcc_floor_mos': float(spearmanr(clive_floor, records.mos)[0]),
+        'clive_srcc_noise_penalty_mos': float(spearmanr(clive_noise, records.mos)[0])}
     result['seconds'] = round(time.time() - t0, 1)
 
     out = Path(resolve(args.out))
@@ -269,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
            '|---|---|---|---|---|',
            *[f"| {r['head']} | k = {r['stages_from']}, gamma {r['gamma']} | {r['dims']} | "
              f"{r['clive_srcc_median']:.4f} | {r['polyu_clean_preferred']:.2f} |" for r in result['readouts']]]
+    nf = result['noise_floor']
+    md += ['', '| pixel noise floor (x 1000; 5x5 std of the luma high-pass, 20th percentile) | quartiles |',
+           '|---|---|',
+           *[f"| {k} | {' / '.join(f'{1000 * v:.2f}' for v in nf[f'{k}_quartiles'])} |" for k in floors],
+           f"| CLIVE photos above PolyU's noisy median | {nf['clive_above_polyu_noisy_median']:.2f} |",
+           f"| CLIVE: SRCC(noise floor, MOS) | {nf['clive_srcc_floor_mos']:+.3f} |",
+           f"| CLIVE: SRCC({penalty}, MOS) | {nf['clive_srcc_noise_penalty_mos']:+.3f} |"]
     (out / 'probe.md').write_text('\n'.join(md) + '\n')
     print('\n'.join(md))
     return 0
