@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import spearmanr
 
     from crossiqa_pyiqa.optionfile import load_options
-    from crossiqa_pyiqa.regression.features import dataset_features
+    from crossiqa_pyiqa.regression.features import dataset_features, progress
     from crossiqa_pyiqa.regression.fit import protocol_data
     from crossiqa_pyiqa.regression.protocol import linear_probe
 
@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     # 5. how loud is the real noise next to what CLIVE's photos carry, and what CLIVE's MOS says of it
     floors = {'polyu_noisy': [noise_floor(_load(a)) for a, _ in pairs],
               'polyu_clean': [noise_floor(_load(b)) for _, b in pairs],
-              'clive': [noise_floor(dataset[int(i)]['img'][None]) for i in np.flatnonzero(keep)]}
+              'clive': [noise_floor(dataset[int(i)]['img'][None]) for i in
+                        progress(iterable=np.arange(len(all_records))[keep], desc='CLIVE noise floors', unit='img')]}
     clive_floor = np.asarray(floors['clive'])
     result['noise_floor'] = {
         **{f'{k}_quartiles': [float(v) for v in np.quantile(f, (0.25, 0.5, 0.75))] for k, f in floors.items()},
