@@ -106,8 +106,7 @@ def test_the_penalty_needs_the_mos_head_and_a_noise_head():
         CrossIQA(weights='crossiqa_tiny_livec', noise_penalty=10)
 
 
-def test_real_noise_probe_noise_floor_reads_the_noise_level_not_the_content():
-    """tools/real_noise_probe.py's pixel noise floor: ~0 on a smooth photo, tracks added luma noise."""
+def real_noise_probe():
     import importlib.util
     from pathlib import Path
 
@@ -115,6 +114,25 @@ def test_real_noise_probe_noise_floor_reads_the_noise_level_not_the_content():
     spec = importlib.util.spec_from_file_location('real_noise_probe', path)
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
+    return probe
+
+
+def test_real_noise_probe_attribution_splits_the_score_difference_of_the_shipped_head(metrics):
+    """The per-stage shares of score(clean) - score(noisy) add up to the shipped head's own difference."""
+    net = metrics[0].net
+    clean = smooth_photo('astronaut')
+    noisy = noisy_versions(clean)['luma sigma 4/255']
+    with torch.inference_mode():
+        fc, fn = net.forward_features(clean).double().numpy(), net.forward_features(noisy).double().numpy()
+        diff = float(net(clean) - net(noisy))
+    shares = real_noise_probe().block_attribution(net, fc, fn)
+    assert [r['group'] for r in shares][-1] == 'q' and len(shares) == 17  # 8 stages x (mean, std) + q
+    np.testing.assert_allclose(sum(r['mean_push'] for r in shares), diff, rtol=1e-4, atol=1e-4)
+
+
+def test_real_noise_probe_noise_floor_reads_the_noise_level_not_the_content():
+    """tools/real_noise_probe.py's pixel noise floor: ~0 on a smooth photo, tracks added luma noise."""
+    probe = real_noise_probe()
     x = smooth_photo('coffee')
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(x.shape[0], 1, *x.shape[-2:], generator=g).expand_as(x)

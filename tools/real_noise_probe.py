@@ -25,8 +25,9 @@
 5. **How loud real noise is next to CLIVE's photos**: a pixel noise floor (``noise_floor``) of
    PolyU's noisy and clean shots and of every CLIVE photo, and its rank correlation with CLIVE's MOS.
 
-Writes ``probe.json`` and ``probe.md`` under ``--out``. About 15 min on a 2-core CPU (CLIVE
-features are cached under ``runs/cache`` after the first run).
+Writes ``probe.json`` and ``probe.md`` under ``--out``. On a 2-core CPU: 7.4 min with
+``--readout-heads ridge`` (CLIVE features computed, then cached under the options' ``cache_dir``),
+about 26 min with the default ``both`` beside other jobs.
 """
 from __future__ import annotations
 
@@ -109,15 +110,14 @@ def synthetic_direction(net, types: list[str], n_images: int = 120, crop: int = 
 
 
 def block_attribution(net, f_clean: np.ndarray, f_noisy: np.ndarray) -> list[dict]:
-    """The shipped head's score(clean) - score(noisy), split by feature group (``feature_groups``).
+    """The metric's head's score(clean) - score(noisy), split by feature group (``feature_groups``).
 
     Each group's share is ``coef . (z_clean - z_noisy)`` over its columns (z: the head's own
     standardisation); the shares sum to the score difference. Per group: the fraction of pairs
     where it favours the clean image, and its mean push.
     """
     coef = net.head.weight.detach().double().numpy()[0]
-    mean, std = net.feat_mean.double().numpy(), net.feat_std.double().numpy()
-    diff = ((f_clean - mean) / std - (f_noisy - mean) / std) * coef
+    diff = (f_clean - f_noisy) / net.feat_std.double().numpy() * coef  # standardised difference x weight
     return [{'group': label, 'clean_favoured': float((diff[:, cols].sum(1) > 0).mean()),
              'mean_push': float(diff[:, cols].sum(1).mean())} for label, _, cols in net.feature_groups()]
 
