@@ -5,6 +5,8 @@
                                      [--threads 2] [--steps 6] [--variants base nofused compile] [--json F]
     python scripts/bench_pretrain.py -opt options/pretrain/crossiqa_lite0_cpu.yml --crops 224 --variants base \
         --cached options/pretrain/crossiqa_lite0_stats.yml
+    python scripts/bench_pretrain.py -opt options/pretrain/crossiqa_lite0_cpu.yml --set network.trainable_stages=7 \
+        --crops 224 --variants base --steps 4 --cached options/pretrain/crossiqa_lite0_stats.yml
 
 ``--cached OPT`` also times a cached pretext (``task: crossiqa_cached_pretext``) in the same run:
 building its view cache (degradations + frozen stages, per view) and its training steps, and
@@ -146,9 +148,11 @@ def main() -> int:
     p.add_argument('--variants', nargs='+', default=['base', 'nofused', 'noself'])
     p.add_argument('--json')
     p.add_argument('--cached', help='options of a cached pretext to time in the same run (see above)')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                   help='override -opt options, e.g. network.trainable_stages=7 (stages 1-6 trainable)')
     args = p.parse_args()
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    opt = load_options(args.opt)
+    opt = apply_overrides(load_options(args.opt), args.set)
     t0 = time.time()
     rows = []
     for crop in args.crops:
