@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import crossiqa_pyiqa  # noqa: F401
-from crossiqa_pyiqa.archs.backbones import CNNBackbone, load_backbone_weights
+from crossiqa_pyiqa.archs.backbones import NUM_STAGES, CNNBackbone, load_backbone_weights
 from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
 
 torch.set_num_threads(1)
@@ -169,7 +169,7 @@ def test_feature_groups_locate_each_stage_statistic_of_the_shipped_model():
     with torch.inference_mode():
         f = net.forward_features(x)[0]
         maps = net.encoder(x, return_blocks=net.config['feature_blocks'])['blocks']
-    stage_map = dict(zip([b % 8 for b in net.config['feature_blocks']], maps))
+    stage_map = dict(zip([b % NUM_STAGES for b in net.config['feature_blocks']], maps))
     for label, stage, cols in groups[:-1]:
         m = stage_map[stage]
         want = m.mean(dim=(2, 3)) if label.endswith('mean') else m.std(dim=(2, 3), unbiased=False)

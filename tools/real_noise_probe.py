@@ -124,12 +124,13 @@ def block_attribution(net, f_clean: np.ndarray, f_noisy: np.ndarray) -> list[dic
 
 def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_clean: np.ndarray,
                   f_noisy: np.ndarray, noise: tuple, rows=None, lowest: tuple = (0, 3, 4, 5, 6),
-                  gammas: tuple = (0, 10, 20, 40)) -> list[dict]:
+                  gammas: tuple = (0, 10, 20, 40), all_stages_probe=None) -> list[dict]:
     """Heads that read only stages >= k (and ``q``), each minus gamma x the ``noise`` head.
 
     A ridge per CLIVE split (the fit protocol), plain and, with ``rows`` (the synthetic
     ranking pairs), the shipped ridge+ranking recipe; CLIVE SRCC is the median over splits,
-    PolyU's clean-preferred fraction the median over the splits' heads.
+    PolyU's clean-preferred fraction the median over the splits' heads. ``all_stages_probe``:
+    the plain ridge probe on every feature, when the caller has fitted it already.
     """
     from scipy.stats import spearmanr
 
@@ -144,8 +145,11 @@ def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_
         cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
                                if stage is None or stage >= k])
         sub = None if head == 'ridge' else RankingRows(rows.diffs[:, cols], rows.margins, rows.weight)
-        probe = linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
-                             reg['cv_scoring'], ranking=sub)
+        if head == 'ridge' and len(cols) == clive.shape[1] and all_stages_probe is not None:
+            probe = all_stages_probe  # the same fit, already made for section 3
+        else:
+            probe = linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
+                                 reg['cv_scoring'], ranking=sub)
         s_c = [m.predict(f_clean[:, cols]) for m in probe.models]
         s_n = [m.predict(f_noisy[:, cols]) for m in probe.models]
         for g in gammas:
@@ -228,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         penalty, gammas = 'the `camera_noise` direction (per CLIVE std)', (0, 2, 4, 8)
     result['penalty'] = penalty
 
+    probe = None
     if has_heads:
         # 3. the trade-off on CLIVE
         with torch.inference_mode():
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = ranking_pairs(net, reg['ranking'], opt.get('cache_dir')).as_rows(reg['ranking'])
     result['readouts'] = readout_sweep(net, feats, records.mos, splits, reg, f_clean, f_noisy,
-                                       (clive_noise, n_c, n_n), rows, gammas=gammas)
+                                       (clive_noise, n_c, n_n), rows, gammas=gammas, all_stages_probe=probe)
 
     # 5. how loud is the real noise next to what CLIVE's photos carry, and what CLIVE's MOS says of it
     floors = {'polyu_noisy': [noise_floor(_load(a)) for a, _ in pairs],
