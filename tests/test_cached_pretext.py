@@ -14,7 +14,7 @@ from PIL import Image
 
 from crossiqa_pyiqa.archs.stats_decoder import quality_statistics, statistics_groups
 from crossiqa_pyiqa.train.options import apply_overrides, load_options
-from crossiqa_pyiqa.train.view_cache import ViewCache, ViewCacheError
+from crossiqa_pyiqa.train.view_cache import ViewCache, ViewCacheError, encode_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = str(ROOT / 'options' / 'pretrain' / 'crossiqa_lite0_stats.yml')
@@ -89,7 +89,8 @@ def test_cache_is_resumed_and_refused_for_other_options(tmp_path):
         if first == 8 and len(calls) == 3:
             raise KeyboardInterrupt  # a killed build
         return {'maps': torch.full((n, 2, 1), float(first)), 'stats': torch.zeros(n, 2, 0),
-                'targets': torch.zeros(n, 2, 3)}
+                'targets': torch.zeros(n, 2, 3), 'spec_types': torch.full((n, 2, 2), -1, dtype=torch.int16),
+                'spec_levels': torch.zeros(n, 2, 2)}
 
     key = {'backbone': 'efficientnet_lite0', 'degradations': {'identity_prob': 0.1}}
     cache = ViewCache(str(tmp_path / 'c'), key, crops=10, views=2, shard_crops=4)
@@ -108,6 +109,49 @@ def test_cache_is_resumed_and_refused_for_other_options(tmp_path):
         ViewCache(str(tmp_path / 'c'), key, crops=10, views=3, shard_crops=4).build(maker, progress=False)
     with pytest.raises(ValueError, match='views >= 2'):
         ViewCache(str(tmp_path / 'd'), key, crops=10, views=1)
+
+
+def test_cache_of_format_1_is_refused_and_a_shard_without_specs_is_not_written(tmp_path):
+    """Format 1 had no degradation specs: its folder is refused, naming the format, not silently reused."""
+    key = {'backbone': 'efficientnet_lite0'}
+    cache = ViewCache(str(tmp_path / 'c'), key, crops=4, views=2, shard_crops=4)
+    old = {**cache.key, 'format': 1}
+    os.makedirs(cache.folder)
+    (Path(cache.folder) / 'key.json').write_text(json.dumps(old))
+    with pytest.raises(ViewCacheError, match='format: cache 1 vs options 2'):
+        cache.load()
+
+    def without_specs(first, n):
+        return {'maps': torch.zeros(n, 2, 1), 'stats': torch.zeros(n, 2, 0), 'targets': torch.zeros(n, 2, 3)}
+
+    fresh = ViewCache(str(tmp_path / 'd'), key, crops=4, views=2, shard_crops=4)
+    with pytest.raises(RuntimeError, match="no 'spec_types'"):
+        fresh.build(without_specs, progress=False)
+    assert fresh.missing_shards() == [0]
+
+
+def test_encode_specs_round_trips_and_refuses_what_it_cannot_store():
+    types, levels = encode_specs([[], [('jpeg', 2.5)], [('white_noise', 1), ('defocus', 4.0)]],
+                                 ['defocus', 'jpeg', 'white_noise'], 2)
+    assert types.dtype == torch.int16 and types.tolist() == [[-1, -1], [1, -1], [2, 0]]
+    assert levels.tolist() == [[0, 0], [2.5, 0], [1, 4]]
+    with pytest.raises(ValueError, match='3 steps, more than the 2'):
+        encode_specs([[('jpeg', 1), ('defocus', 1), ('white_noise', 1)]], ['defocus', 'jpeg', 'white_noise'], 2)
+    with pytest.raises(ValueError, match="'pixelate' is not one of the cached types"):
+        encode_specs([[('pixelate', 1)]], ['jpeg'], 2)
+
+
+def test_level_strengths_take_the_largest_step_of_each_group():
+    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS, level_strengths
+
+    assert {'camera_noise', 'low_light', 'white_noise'} <= set(LEVEL_GROUPS['noise'])
+    assert 'defocus' in LEVEL_GROUPS['blur'] and 'camera_noise' not in LEVEL_GROUPS['blur']
+    names = ['camera_noise', 'defocus', 'high_sharpen', 'jpeg', 'white_noise']
+    membership = torch.tensor([[float(t in g) for g in LEVEL_GROUPS.values()] for t in names])
+    types = torch.tensor([[0, 4], [1, -1], [3, 2], [-1, -1]], dtype=torch.int16)
+    levels = torch.tensor([[2.0, 4.0], [5.0, 0.0], [3.0, 1.0], [0.0, 0.0]])
+    s = level_strengths(types, levels, membership)  # columns: noise, blur, sharpen
+    assert torch.allclose(s, torch.tensor([[0.8, 0, 0], [0, 1.0, 0], [0, 0, 0.2], [0, 0, 0]]))
 
 
 def test_cached_pretext_trains_resumes_and_exports(image_dir, tmp_path):
@@ -149,3 +193,70 @@ def test_cached_pretext_option_errors(image_dir, tmp_path):
         build_task(apply_overrides(opt, ['network.quality_global_stages=[-1,6]']))
     with pytest.raises(ValueError, match="decoder='stats' needs a CNN backbone"):
         build_task(apply_overrides(opt, ['network.size=tiny', 'network.backbone=vit']))
+
+
+def _small_task(image_dir: str, cache_dir: str, *sets: str):
+    from crossiqa_pyiqa.train.tasks import build_task
+    import crossiqa_pyiqa.train.cached_pretext  # noqa: F401
+
+    opt = load_options(OPTIONS)
+    overrides = [f'{k}={v}' for k, v in {'datasets.train.crop_size': 64, 'network.img_size': 64,
+                                         'datasets.train.view_cache.crops': 4, 'datasets.train.view_cache.views': 3,
+                                         'datasets.train.view_cache.shard_crops': 2,
+                                         'datasets.train.view_cache.dir': cache_dir}.items()]
+    opt = apply_overrides(opt, [*overrides, *sets])
+    opt['datasets']['train']['dataroots'] = [image_dir]
+    return build_task(opt)
+
+
+def test_cached_specs_are_the_degradations_the_views_were_made_with(image_dir, tmp_path):
+    """Rendering a crop again with its stored spec (and the shard's seeds) gives the cached targets back."""
+    from crossiqa_pyiqa.image_files import find_images
+    from crossiqa_pyiqa.train.data import RandomCropDataset
+
+    torch.manual_seed(0)
+    task = _small_task(image_dir, str(tmp_path / 'cache'))
+    paths = find_images(image_dir)
+    data = task.make_dataset(paths, str(tmp_path)).cache
+    assert data['spec_types'].shape == (4, 3, 2) and data['spec_types'].dtype == torch.int16
+    drawn = (data['spec_types'] >= 0).sum(-1)
+    assert drawn.max() == 2 and (data['spec_levels'][data['spec_types'] >= 0] > 0).all()
+    crops = RandomCropDataset(paths, 64, seed=task.seed)
+    x = torch.stack([crops[j] for j in range(2)]).float().div_(255).repeat_interleave(3, dim=0)
+    import hashlib
+    g = torch.Generator().manual_seed(int(hashlib.sha256(f'{task.seed}:0'.encode()).hexdigest()[:15], 16))
+    _, seeds = task.sampler.sample_batch(6, g)
+    names = task.sampler.names
+    specs = [[(names[int(t)], float(lv)) for t, lv in zip(types, levels) if t >= 0]
+             for types, levels in zip(data['spec_types'][:2].flatten(0, 1), data['spec_levels'][:2].flatten(0, 1))]
+    views = task.sampler.apply_specs(x, specs, seeds)
+    again = quality_statistics(views, 32, 8).half()
+    assert torch.allclose(again.float(), data['targets'][:2].flatten(0, 1).float(), atol=2e-3)
+
+
+def test_level_term_reads_q_differences_and_trains_q(image_dir, tmp_path):
+    """The level head's error is on (q_a - q_b) vs the strength difference, and its gradient reaches the encoder."""
+    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
+    from crossiqa_pyiqa.image_files import find_images
+    from torch.utils.data import default_collate
+
+    torch.manual_seed(0)
+    cache = str(tmp_path / 'cache')
+    plain = _small_task(image_dir, cache)
+    with_level = _small_task(image_dir, cache, 'train.loss.level_weight=2')
+    with_level.model.load_state_dict(plain.model.state_dict())
+    assert not hasattr(plain, 'level_head') and 'level_head.weight' in with_level.state_dict()
+    paths = find_images(image_dir)
+    pairs = with_level.make_dataset(paths, str(tmp_path))
+    plain.make_dataset(paths, str(tmp_path), build=False)
+    batch = default_collate([pairs[i] for i in range(6)])
+    loss_plain, _ = plain(batch)
+    loss, logs = with_level(batch)
+    assert set(logs) >= {'loss_level', *(f'mse_level_{g}' for g in LEVEL_GROUPS)}
+    assert loss.item() == pytest.approx(loss_plain.item() + 2 * logs['loss_level'], rel=1e-4)
+    stage6 = [p for n, p in with_level.model.encoder.named_parameters() if p.requires_grad and 'backbone' in n]
+    grads = torch.autograd.grad(loss - loss_plain, stage6, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)  # the term moves the trainable stage behind q
+    with pytest.raises(ValueError, match=r"no type of level group\(s\) \['noise'"):
+        _small_task(image_dir, cache, 'train.loss.level_weight=1',
+                    'degradations.weights={jpeg: 1.0, defocus: 1.0, high_sharpen: 1.0}')

@@ -8,6 +8,14 @@ content), made cheap enough for a CPU to see ten times more pairs:
   a step runs only the trainable stages, the quality read-out and the decoder;
 - the decoder renders a low-resolution summary of the view, mean colour and log
   band energies per 8x8 cell (``archs/stats_decoder.py``), instead of 16x16x3 pixels.
+
+Optional level term (``train.loss.level_weight`` > 0): the reconstruction asks ``q`` for a
+view's colour and band energy, and real sensor grain *is* band energy, so ``q`` alone cannot
+tell grain from detail (docs/ABLATIONS.md, "Where the preference for real grain lives"). The
+cache keeps each view's degradation spec, so a linear head can be asked to read, from the
+difference of the two views' ``q`` (same crop, so the content cancels), how much more noise,
+blur and sharpening one view has than the other (:data:`LEVEL_GROUPS`). The labels are the
+synthetic degradations' own levels: no human score is used.
 """
 from __future__ import annotations
 
@@ -22,7 +30,28 @@ from torch.utils.data import Dataset
 from crossiqa_pyiqa.train.registry import PretextTask, register_task
 
 CACHE_DEFAULTS = {'dir': None, 'crops': 2048, 'views': 8, 'shard_crops': 64}
-LOSS_DEFAULTS = {'self_weight': 0.0, 'colour_weight': 10.0, 'fine_weight': 1.0, 'middle_weight': 1.0}
+LOSS_DEFAULTS = {'self_weight': 0.0, 'colour_weight': 10.0, 'fine_weight': 1.0, 'middle_weight': 1.0,
+                 'level_weight': 0.0}
+
+
+def _level_groups() -> dict[str, tuple[str, ...]]:
+    from crossiqa_pyiqa.degradations.families import TYPE_FAMILIES
+
+    return {'noise': tuple(t for t, f in TYPE_FAMILIES.items() if 'noise' in f.families),
+            'blur': tuple(t for t, f in TYPE_FAMILIES.items() if f.family == 'blur'),
+            'sharpen': ('high_sharpen',)}
+
+
+#: What the level term reads from q: a view's strength in a group is the largest level/5 of its spec's steps
+#: of that group's types (0 if none). Noise includes low_light (gain noise); sharpening adds fine energy too.
+LEVEL_GROUPS: dict[str, tuple[str, ...]] = _level_groups()
+
+
+def level_strengths(spec_types: torch.Tensor, spec_levels: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """(B, groups) strengths in [0, 1] from cached specs (B, steps) and a (types, groups) 0/1 membership."""
+    valid = (spec_types >= 0).unsqueeze(-1)
+    member = membership[spec_types.long().clamp(min=0)] * valid        # (B, steps, groups)
+    return (member * (spec_levels.float() / 5).clamp(0, 1).unsqueeze(-1)).amax(dim=1)
 
 
 @register_task('crossiqa_cached_pretext')
@@ -74,6 +103,16 @@ class CachedCrossIQAPretext(PretextTask):
         if float(weights.sum()) == 0:
             raise ValueError('train.loss: colour_weight, fine_weight and middle_weight are all 0')
         self.register_buffer('target_weights', weights / weights.mean(), persistent=False)
+        self.level_weight = float(loss['level_weight'])
+        if self.level_weight > 0:  # only then: checkpoints of runs without the term keep loading
+            membership = torch.tensor([[float(t in types) for types in LEVEL_GROUPS.values()]
+                                       for t in self.sampler.names])
+            if not membership.any(dim=0).all():
+                absent = [g for g, m in zip(LEVEL_GROUPS, membership.any(dim=0)) if not m]
+                raise ValueError(f'train.loss.level_weight > 0 but degradations.weights draws no type of level '
+                                 f'group(s) {absent}; groups: {dict(LEVEL_GROUPS)}')
+            self.register_buffer('level_membership', membership, persistent=False)
+            self.level_head = torch.nn.Linear(c['embed_dim'], len(LEVEL_GROUPS))
         self.groups = groups
         self.seed = int(opt.get('manual_seed', 0))
         self.crop = crop
@@ -90,10 +129,12 @@ class CachedCrossIQAPretext(PretextTask):
                 'quality_global_stages': list(enc.global_stages),
                 'degradations': json.loads(json.dumps(to_plain(self.degradation_opts), sort_keys=True)),
                 'degradations_code_sha256': degradations_code_digest(),
+                'degradation_types': list(self.sampler.names), 'spec_width': self.sampler.max_compose,
                 'images': len(paths), 'images_sha256': images_digest(paths), 'seed': self.seed}
 
     def _shard_maker(self, crops_dataset: Dataset, views: int) -> Callable[[int, int], dict[str, torch.Tensor]]:
         from crossiqa_pyiqa.archs.stats_decoder import quality_statistics
+        from crossiqa_pyiqa.train.view_cache import encode_specs
 
         enc, c = self.model.encoder, self.model.config
         last_frozen = enc.backbone.first_trainable - 1
@@ -113,10 +154,12 @@ class CachedCrossIQAPretext(PretextTask):
                 if enc.global_stages:
                     stats.append(enc.global_statistics(v, fmaps))
                 targets.append(quality_statistics(v, c['patch_size'], c['stats_cell']).half())
+            spec_types, spec_levels = encode_specs(specs, self.sampler.names, self.sampler.max_compose)
             unflat = lambda t: t.reshape(n, views, *t.shape[1:])  # noqa: E731
             return {'maps': unflat(torch.cat(maps)),
                     'stats': unflat(torch.cat(stats)) if stats else torch.zeros(n, views, 0),
-                    'targets': unflat(torch.cat(targets))}
+                    'targets': unflat(torch.cat(targets)),
+                    'spec_types': unflat(spec_types), 'spec_levels': unflat(spec_levels)}
 
         return make
 
@@ -172,6 +215,15 @@ class CachedCrossIQAPretext(PretextTask):
             self_term = self._loss(pred[2 * n:], targets)
             loss = loss + self.self_weight * self_term
             logs['loss_self'] = self_term.item()
+        if self.level_weight > 0:
+            strength = [level_strengths(batch[f'spec_types_{v}'], batch[f'spec_levels_{v}'], self.level_membership)
+                        for v in 'ab']
+            err = (self.level_head(q[:n] - q[n:]) - (strength[0] - strength[1])).square()
+            level = err.mean()
+            loss = loss + self.level_weight * level
+            logs['loss_level'] = level.item()
+            for j, name in enumerate(LEVEL_GROUPS):
+                logs[f'mse_level_{name}'] = err[:, j].mean().item()
         logs['loss'] = loss.item()
         return loss, logs
 

@@ -6,7 +6,10 @@ training. The cache holds, per crop, ``views`` differently degraded versions, ea
 
 - ``maps``: the output of the last frozen stage (float16), the input of the trainable stages;
 - ``stats``: the global statistics the quality code reads (``quality_global_stages``);
-- ``targets``: the statistics decoder's targets (``archs.stats_decoder.quality_statistics``).
+- ``targets``: the statistics decoder's targets (``archs.stats_decoder.quality_statistics``);
+- ``spec_types`` / ``spec_levels``: the view's degradation spec, step by step (int16 index into
+  the key's ``degradation_types``, -1 past the spec's end; float32 level), so a pretext term can
+  ask what was done to a view without rendering it again (format 2).
 
 A training step then pairs two views of one crop and runs only the trainable stages, the
 quality read-out and the decoder. Views of a crop give views*(views-1) ordered pairs.
@@ -28,8 +31,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-CACHE_FORMAT = 1
-SHARD_KEYS = ('maps', 'stats', 'targets')
+CACHE_FORMAT = 2  # 2: the views' degradation specs are stored (format 1 caches are refused)
+SHARD_KEYS = ('maps', 'stats', 'targets', 'spec_types', 'spec_levels')
 
 
 class ViewCacheError(ValueError):
@@ -65,6 +68,22 @@ def images_digest(paths: Sequence[str]) -> str:
         st = os.stat(p)
         h.update(f'{os.path.basename(p)}:{st.st_size}\n'.encode())
     return h.hexdigest()
+
+
+def encode_specs(specs: Sequence[Sequence[tuple[str, float]]], names: Sequence[str], width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Degradation specs as tensors: (N, width) int16 index into ``names`` (-1: no step) and float32 levels."""
+    index = {n: i for i, n in enumerate(names)}
+    types = torch.full((len(specs), width), -1, dtype=torch.int16)
+    levels = torch.zeros(len(specs), width, dtype=torch.float32)
+    for i, spec in enumerate(specs):
+        if len(spec) > width:
+            raise ValueError(f'spec {i} has {len(spec)} steps, more than the {width} stored per view')
+        for j, (name, level) in enumerate(spec):
+            if name not in index:
+                raise ValueError(f'spec {i}: degradation {name!r} is not one of the cached types {list(names)}')
+            types[i, j], levels[i, j] = index[name], float(level)
+    return types, levels
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -110,7 +129,7 @@ class ViewCache:
         return [i for i in range(self.n_shards) if not os.path.isfile(self._shard_path(i))]
 
     def build(self, make_shard, progress: bool = True) -> None:
-        """Write every missing shard: ``make_shard(first_crop, n_crops)`` returns the three tensors."""
+        """Write every missing shard: ``make_shard(first_crop, n_crops)`` returns the ``SHARD_KEYS`` tensors."""
         from safetensors.torch import save_file
 
         os.makedirs(self.folder, exist_ok=True)
@@ -127,6 +146,8 @@ class ViewCache:
             n = min(self.shard_crops, self.crops - first)
             tensors = make_shard(first, n)
             for name in SHARD_KEYS:
+                if name not in tensors:
+                    raise RuntimeError(f'shard {i}: the shard maker returned no {name!r}')
                 if tensors[name].shape[:2] != (n, self.views):
                     raise RuntimeError(f'shard {i}: {name} has shape {tuple(tensors[name].shape)}, '
                                        f'expected ({n}, {self.views}, ...)')
