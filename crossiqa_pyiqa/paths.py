@@ -44,8 +44,13 @@ class MissingDatasetError(FileNotFoundError):
 
 
 def crossiqa_home() -> str:
-    """``$CROSSIQA_HOME``, or ``''`` (the current working directory) when unset."""
-    return os.environ.get(HOME_ENV, '').strip()
+    """``$CROSSIQA_HOME`` as an absolute path, or ``''`` (the current working directory) when unset.
+
+    Absolute, so that resolving twice changes nothing: a relative home such as ``runs/study/home``
+    is itself a ``runs/...`` path and would otherwise be put under the home a second time.
+    """
+    home = os.environ.get(HOME_ENV, '').strip()
+    return os.path.abspath(os.path.expanduser(home)) if home else ''
 
 
 def _layout_relative(path: str) -> str | None:
@@ -70,7 +75,7 @@ def resolve(path: Any) -> Any:
     if rel is None:
         return path
     home = crossiqa_home()
-    out = os.path.join(os.path.expanduser(home), rel) if home else rel
+    out = os.path.join(home, rel) if home else rel
     return Path(out) if isinstance(path, Path) else out
 
 

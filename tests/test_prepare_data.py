@@ -188,6 +188,17 @@ def test_layout_paths_resolve_under_crossiqa_home(tmp_path, monkeypatch):
     assert apply_overrides({}, ['cache_dir=runs/c'])['cache_dir'] == str(tmp_path / 'runs/c')
 
 
+def test_a_relative_crossiqa_home_is_taken_from_the_cwd_once(tmp_path, monkeypatch):
+    """A home such as ``runs/study/home`` is itself a layout path: resolving twice must not nest it again."""
+    from crossiqa_pyiqa import paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('CROSSIQA_HOME', 'runs/study/home')
+    once = paths.resolve('datasets/pristine/bsds500')
+    assert once == str(tmp_path / 'runs/study/home/datasets/pristine/bsds500')
+    assert paths.resolve(once) == once
+
+
 def test_missing_dataset_is_one_line_naming_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv('CROSSIQA_HOME', str(tmp_path))
     env = {**os.environ, 'CROSSIQA_HOME': str(tmp_path), 'HF_HUB_OFFLINE': '1'}
