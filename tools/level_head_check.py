@@ -14,7 +14,12 @@ applies it to ``q(noisy) - q(clean)``:
    ``camera_noise`` / ``camera_grain`` / ``white_noise`` at levels 1 and 3.
 
 Per set: the fraction of pairs where the head reads more noise in the degraded image, and the median of
-each group's predicted difference (noise, blur, sharpen; in level / 5 units). No MOS is used anywhere.
+each group's predicted difference (noise, blur, sharpen; in level / 5 units). No MOS is used for these.
+
+3. With ``--regress`` (a regress options file; its dataset, CLIVE by default): the head's noise reading of
+   each photo alone (``level_head(q)``, which carries an unknown offset because the head was trained on
+   differences, so only its spread and order mean something), against PolyU's noisy and clean shots, and
+   its rank correlation with the MOS: does CLIVE's MOS mark down what the pretext reads as noise?
 Writes ``level_head_check.md`` and ``.json`` under ``--out``.
 """
 from __future__ import annotations
@@ -67,6 +72,37 @@ def summary(diff: np.ndarray) -> dict:
             **{f'median_{g}': float(np.median(diff[:, j])) for j, g in enumerate(LEVEL_GROUPS)}}
 
 
+def noise_readings(task, images) -> np.ndarray:
+    """The level head's noise output on each image's q alone (offset unknown: compare, don't read)."""
+    out = []
+    with torch.inference_mode():
+        for x in images:
+            out.append(float(task.level_head(task.model.encoder(x)['cls'])[0, 0]))
+    return np.array(out)
+
+
+def clive_section(runs, polyu, regress: str, result: dict) -> None:
+    from scipy.stats import spearmanr
+    from tqdm import tqdm
+
+    from crossiqa_pyiqa.inputs import read_image
+    from crossiqa_pyiqa.optionfile import load_options
+    from crossiqa_pyiqa.regression.fit import protocol_data
+
+    opt = load_options(regress)
+    records = protocol_data(opt).records
+    quart = lambda v: ' / '.join(f'{q:.3f}' for q in np.percentile(v, [25, 50, 75]))  # noqa: E731
+    for name, path in runs:
+        task = load_task(path)
+        clive = noise_readings(task, (read_image(p)[None] for p in tqdm(records.paths, desc=f'{name}: {records.name}')))
+        noisy = noise_readings(task, (n for n, _ in polyu))
+        clean = noise_readings(task, (c for _, c in polyu))
+        result[name]['labelled set'] = {
+            'name': records.name, 'n': len(clive), 'quartiles': quart(clive), 'polyu_noisy_quartiles': quart(noisy),
+            'polyu_clean_quartiles': quart(clean), 'above_polyu_noisy_median': float((clive > np.median(noisy)).mean()),
+            'srcc_mos': float(spearmanr(clive, records.mos).correlation)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('runs', nargs='+', metavar='NAME=CHECKPOINT')
@@ -75,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--crop', type=int, default=256)
     p.add_argument('--out', default='runs/level_head_check')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--regress', default='options/regress/crossiqa_livec.yml',
+                   help="section 3's labelled set (its dataset block); 'none' skips it")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -100,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         result[name] = {'checkpoint': path, 'polyu real noise': summary(level_differences(task, polyu))}
         for label, pairs in controls.items():
             result[name][label] = summary(level_differences(task, pairs))
+    if args.regress != 'none':
+        clive_section(runs, polyu, args.regress, result)
     from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
 
     lines = [f'# The pretext level head on real and synthetic noise ({(time.time() - t0) / 60:.1f} min)', '',
@@ -109,10 +149,17 @@ def main(argv: list[str] | None = None) -> int:
              '|---|---|---|---|' + '---|' * len(LEVEL_GROUPS)]
     for name, sets in result.items():
         for label, s in sets.items():
-            if label == 'checkpoint':
+            if label in ('checkpoint', 'labelled set'):
                 continue
             lines.append(f"| {name} | {label} | {s['n']} | {s['more_noise_read']:.2f} | "
                          + ' | '.join(f"{s[f'median_{g}']:+.3f}" for g in LEVEL_GROUPS) + ' |')
+    for name, sets in result.items():
+        if 'labelled set' in sets:
+            c = sets['labelled set']
+            lines += ['', f"**{name}, the noise reading of each photo alone** (quartiles): PolyU noisy "
+                      f"{c['polyu_noisy_quartiles']}, PolyU clean {c['polyu_clean_quartiles']}, {c['name']} "
+                      f"{c['quartiles']}; {c['name']} photos above PolyU's noisy median: {c['above_polyu_noisy_median']:.2f}; "
+                      f"SRCC(noise reading, MOS) on {c['name']}: {c['srcc_mos']:+.3f} ({c['n']} photos)."]
     out = resolve(args.out)
     os.makedirs(out, exist_ok=True)
     Path(out, 'level_head_check.md').write_text('\n'.join(lines) + '\n')

@@ -21,7 +21,9 @@
    (k = 0, 3, 4, 5, 6), plain ridge and the ridge+ranking recipe, each minus gamma x the ``noise``
    head on the same CLIVE splits. A metric without diagnosis heads (a ``tools/pretext_study.py``
    fit) skips 3 and is penalised by the ``camera_noise`` direction of 2, in units of its CLIVE std:
-   the same measurement for the frozen backbone and a pretext encoder.
+   the same measurement for the frozen backbone and a pretext encoder. With ``--level-checkpoint``
+   (a run with ``train.loss.level_weight`` > 0) the penalty is that pretext's own noise reading
+   instead: its level head applied to the features' ``q`` (gamma in units of its CLIVE std).
 5. **How loud real noise is next to CLIVE's photos**: a pixel noise floor (``noise_floor``) of
    PolyU's noisy and clean shots and of every CLIVE photo, and its rank correlation with CLIVE's MOS.
 
@@ -169,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--regress', default='options/regress/crossiqa_livec.yml')
     p.add_argument('--out', default='runs/real_noise_probe')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--level-checkpoint', default=None,
+                   help='a pretext run with the level term (trainer checkpoint of the encoder the metric uses): '
+                        "its level head's noise reading of q is the penalty of section 4, in place of the "
+                        '`camera_noise` direction (tools/level_head_check.py)')
     p.add_argument('--readout-heads', choices=('ridge', 'both'), default='both',
                    help='section 4: plain ridge only, or also ridge+ranking (about 20 min more on 2 cores)')
     args = p.parse_args(argv)
@@ -223,6 +229,18 @@ def main(argv: list[str] | None = None) -> int:
             clive_noise = heads.raw(torch.as_tensor(feats)).numpy()[:, k]
         result['noise_head_higher_on_noisy'] = float((n_n > n_c).mean())
         penalty, gammas = 'the `noise` head (raw)', (0, 10, 20, 40)
+    elif args.level_checkpoint:  # the pretext's own noise reading: its level head on the features' q
+        from level_head_check import load_task
+
+        level_head = load_task(args.level_checkpoint).level_head
+        q_slice = next(sl for label, _, sl in net.feature_groups() if label == 'q')
+        with torch.inference_mode():
+            signal = lambda f: level_head(torch.as_tensor(f, dtype=torch.float32)[:, q_slice])[:, 0].numpy()  # noqa: E731
+            clive_signal = signal(feats)
+            scale = clive_signal.std()
+            clive_noise, n_c, n_n = clive_signal / scale, signal(f_clean) / scale, signal(f_noisy) / scale
+        result['level_head_higher_on_noisy'] = float((n_n > n_c).mean())
+        penalty, gammas = "the pretext level head's noise reading (per CLIVE std)", (0, 0.5, 1, 2, 4)
     else:  # no diagnosis heads: the camera_noise direction (no MOS), in units of its CLIVE std
         w, std = directions['camera_noise']
         signal = lambda f: -(f / std) @ w  # noqa: E731  (higher = noisier)
@@ -297,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                  for r in result['tradeoff']],
                '| {gamma} x noise strength (clipped to [0, 1]; `crossiqa-noiseaware`) | {clive_srcc_median:.4f} | '
                '{polyu_clean_preferred:.2f} |'.format(**result['noiseaware'])]
+    if 'level_head_higher_on_noisy' in result:
+        md += [f"| the pretext level head's noise reading (higher on the noisy shot) | "
+               f"{result['level_head_higher_on_noisy']:.2f} |"]
     md += ['', '| feature group (the metric\'s head) | favours the clean image | mean push |', '|---|---|---|',
            *[f"| {r['group']} | {r['clean_favoured']:.2f} | {r['mean_push']:+.2f} |" for r in result['attribution']],
            '', f'| head | reads stages >= k (+ q); minus gamma x {penalty} | dims | CLIVE SRCC | '
