@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             c = sets['labelled set']
             lines += ['', f"**{name}, the noise reading of each photo alone** (quartiles): PolyU noisy "
                       f"{c['polyu_noisy_quartiles']}, PolyU clean {c['polyu_clean_quartiles']}, {c['name']} "
-                      f"{c['quartiles']}; {c['name']} photos above PolyU's noisy median: {c['above_polyu_noisy_median']:.2f}; "
+                      f"{c['quartiles']}; {c['name']} photos above PolyU's noisy median: "
+                      f"{c['above_polyu_noisy_median']:.2f}; "
                       f"SRCC(noise reading, MOS) on {c['name']}: {c['srcc_mos']:+.3f} ({c['n']} photos)."]
     out = resolve(args.out)
     os.makedirs(out, exist_ok=True)

@@ -232,10 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     elif args.level_checkpoint:  # the pretext's own noise reading: its level head on the features' q
         from level_head_check import load_task
 
-        level_head = load_task(args.level_checkpoint).level_head
-        q_slice = next(sl for label, _, sl in net.feature_groups() if label == 'q')
+        task = load_task(args.level_checkpoint)
+        q_slices = [sl for label, _, sl in net.feature_groups() if label == 'q']
+        if not q_slices:
+            raise SystemExit(f'--level-checkpoint: {args.metric} has no q in its features (a frozen backbone?)')
+        q_slice, level_head = q_slices[0], task.level_head
+        with torch.inference_mode():  # the checkpoint must hold the metric's own encoder
+            q_run = task.model.encoder(_load(pairs[0][1]))['cls'][0].double().numpy()
+        if not np.allclose(q_run, f_clean[0, q_slice], rtol=1e-3, atol=1e-3):
+            raise SystemExit(f'--level-checkpoint {args.level_checkpoint} is not the encoder of {args.metric}: '
+                             'its q differs on the first PolyU image')
         with torch.inference_mode():
-            signal = lambda f: level_head(torch.as_tensor(f, dtype=torch.float32)[:, q_slice])[:, 0].numpy()  # noqa: E731
+            signal = lambda f: level_head(  # noqa: E731
+                torch.as_tensor(f, dtype=torch.float32)[:, q_slice])[:, 0].numpy()
             clive_signal = signal(feats)
             scale = clive_signal.std()
             clive_noise, n_c, n_n = clive_signal / scale, signal(f_clean) / scale, signal(f_noisy) / scale
