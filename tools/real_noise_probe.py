@@ -23,7 +23,9 @@
    fit) skips 3 and is penalised by the ``camera_noise`` direction of 2, in units of its CLIVE std:
    the same measurement for the frozen backbone and a pretext encoder. With ``--level-checkpoint``
    (a run with ``train.loss.level_weight`` > 0) the penalty is that pretext's own noise reading
-   instead: its level head applied to the features' ``q`` (gamma in units of its CLIVE std).
+   instead: its level head applied to the features' ``q`` (gamma in units of its CLIVE std). With
+   ``--level-direction CKPT`` it is a direction fitted on the metric's own features to the same target
+   (``level_direction``: pairs drawn by that run's degradations, no MOS), which a frozen backbone has too.
 5. **How loud real noise is next to CLIVE's photos**: a pixel noise floor (``noise_floor``) of
    PolyU's noisy and clean shots and of every CLIVE photo, and its rank correlation with CLIVE's MOS.
 
@@ -72,6 +74,38 @@ def noise_floor(x: torch.Tensor, quantile: float = 0.2) -> float:
     h = y - _gblur(y, 1.0)
     sd = (box_mean(h * h, 2) - box_mean(h, 2) ** 2).clamp(min=0).sqrt()
     return float(torch.quantile(sd.flatten()[::7], quantile))
+
+
+def level_direction(net, degradations: dict, n_images: int = 500, crop: int = 224, seed: int = 0) -> tuple:
+    """The frozen-backbone analogue of a pretext level head, no MOS: a ridge direction on the metric's own
+    standardised feature differences of two views of one crop, drawn by the pretext's degradation sampler,
+    against the views' noise-strength difference (``LEVEL_GROUPS['noise']``, as the level term's target)."""
+    from crossiqa_pyiqa.degradations import DegradationSampler
+    from crossiqa_pyiqa.paths import resolve
+    from crossiqa_pyiqa.regression.features import folder_images, progress
+    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
+
+    sampler = DegradationSampler(**degradations)
+    noise = set(LEVEL_GROUPS['noise'])
+    strength = lambda spec: max((float(lv) / 5 for t, lv in spec if t in noise), default=0.0)  # noqa: E731
+    paths = [p for d in ('datasets/pristine/bsds500', 'datasets/pristine/mcmaster') for p in folder_images(resolve(d))]
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    paths = [paths[i] for i in rng.choice(len(paths), min(n_images, len(paths)), replace=False)]
+    fa, fb, target = [], [], []
+    with torch.inference_mode():
+        for p in progress(iterable=paths, desc='level direction', unit='crop'):
+            x = _load(p)
+            h, w = x.shape[-2:]
+            y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+            views, specs = sampler(x[..., y0:y0 + crop, x0:x0 + crop].expand(2, -1, -1, -1).contiguous(), gen)
+            f = net.forward_features(views).double().numpy()
+            fa.append(f[0]), fb.append(f[1]), target.append(strength(specs[0]) - strength(specs[1]))
+    fa, fb, target = np.stack(fa), np.stack(fb), np.asarray(target)
+    std = np.concatenate([fa, fb]).std(0) + 1e-6
+    d = np.concatenate([(fa - fb) / std, (fb - fa) / std])
+    y = np.concatenate([target, -target])
+    return np.linalg.solve(d.T @ d + 10 * np.eye(d.shape[1]), d.T @ y), std
 
 
 def components(noisy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -175,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                    help='a pretext run with the level term (trainer checkpoint of the encoder the metric uses): '
                         "its level head's noise reading of q is the penalty of section 4, in place of the "
                         '`camera_noise` direction (tools/level_head_check.py)')
+    p.add_argument('--level-direction', default=None, metavar='CHECKPOINT',
+                   help="section 4's penalty: a direction fitted on the metric's own features to the noise-strength "
+                        "difference of pairs drawn by this pretext run's degradations (the frozen backbone's analogue "
+                        'of --level-checkpoint)')
     p.add_argument('--readout-heads', choices=('ridge', 'both'), default='both',
                    help='section 4: plain ridge only, or also ridge+ranking (about 20 min more on 2 cores)')
     args = p.parse_args(argv)
@@ -250,6 +288,16 @@ def main(argv: list[str] | None = None) -> int:
             clive_noise, n_c, n_n = clive_signal / scale, signal(f_clean) / scale, signal(f_noisy) / scale
         result['level_head_higher_on_noisy'] = float((n_n > n_c).mean())
         penalty, gammas = "the pretext level head's noise reading (per CLIVE std)", (0, 0.5, 1, 2, 4)
+    elif args.level_direction:  # the same target as the level term, fitted on the metric's features
+        from crossiqa_pyiqa.train.trainer import read_checkpoint
+
+        w, std = level_direction(net, read_checkpoint(args.level_direction)['options']['degradations'])
+        signal = lambda f: (f / std) @ w  # noqa: E731  (higher = noisier)
+        clive_signal = signal(feats)
+        scale = clive_signal.std()
+        clive_noise, n_c, n_n = clive_signal / scale, signal(f_clean) / scale, signal(f_noisy) / scale
+        result['level_direction_higher_on_noisy'] = float((n_n > n_c).mean())
+        penalty, gammas = 'the level direction fitted on the features (per CLIVE std)', (0, 0.5, 1, 2, 4)
     else:  # no diagnosis heads: the camera_noise direction (no MOS), in units of its CLIVE std
         w, std = directions['camera_noise']
         signal = lambda f: -(f / std) @ w  # noqa: E731  (higher = noisier)
@@ -324,9 +372,10 @@ def main(argv: list[str] | None = None) -> int:
                  for r in result['tradeoff']],
                '| {gamma} x noise strength (clipped to [0, 1]; `crossiqa-noiseaware`) | {clive_srcc_median:.4f} | '
                '{polyu_clean_preferred:.2f} |'.format(**result['noiseaware'])]
-    if 'level_head_higher_on_noisy' in result:
-        md += [f"| the pretext level head's noise reading (higher on the noisy shot) | "
-               f"{result['level_head_higher_on_noisy']:.2f} |"]
+    for key, label in (('level_head_higher_on_noisy', "the pretext level head's noise reading"),
+                       ('level_direction_higher_on_noisy', 'the level direction fitted on the features')):
+        if key in result:
+            md += [f'| {label} (higher on the noisy shot) | {result[key]:.2f} |']
     md += ['', '| feature group (the metric\'s head) | favours the clean image | mean push |', '|---|---|---|',
            *[f"| {r['group']} | {r['clean_favoured']:.2f} | {r['mean_push']:+.2f} |" for r in result['attribution']],
            '', f'| head | reads stages >= k (+ q); minus gamma x {penalty} | dims | CLIVE SRCC | '
