@@ -100,7 +100,9 @@ def level_direction(net, degradations: dict, n_images: int = 500, crop: int = 22
             y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
             views, specs = sampler(x[..., y0:y0 + crop, x0:x0 + crop].expand(2, -1, -1, -1).contiguous(), gen)
             f = net.forward_features(views).double().numpy()
-            fa.append(f[0]), fb.append(f[1]), target.append(strength(specs[0]) - strength(specs[1]))
+            fa.append(f[0])
+            fb.append(f[1])
+            target.append(strength(specs[0]) - strength(specs[1]))
     fa, fb, target = np.stack(fa), np.stack(fb), np.asarray(target)
     std = np.concatenate([fa, fb]).std(0) + 1e-6
     d = np.concatenate([(fa - fb) / std, (fb - fa) / std])
