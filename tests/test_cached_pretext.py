@@ -142,12 +142,13 @@ def test_encode_specs_round_trips_and_refuses_what_it_cannot_store():
 
 
 def test_level_strengths_take_the_largest_step_of_each_group():
-    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS, level_strengths
+    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS, level_membership, level_strengths
 
     assert {'camera_noise', 'low_light', 'white_noise'} <= set(LEVEL_GROUPS['noise'])
     assert 'defocus' in LEVEL_GROUPS['blur'] and 'camera_noise' not in LEVEL_GROUPS['blur']
     names = ['camera_noise', 'defocus', 'high_sharpen', 'jpeg', 'white_noise']
-    membership = torch.tensor([[float(t in g) for g in LEVEL_GROUPS.values()] for t in names])
+    membership = level_membership(names)
+    assert membership.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0], [1, 0, 0]]
     types = torch.tensor([[0, 4], [1, -1], [3, 2], [-1, -1]], dtype=torch.int16)
     levels = torch.tensor([[2.0, 4.0], [5.0, 0.0], [3.0, 1.0], [0.0, 0.0]])
     s = level_strengths(types, levels, membership)  # columns: noise, blur, sharpen
@@ -223,9 +224,9 @@ def test_cached_specs_are_the_degradations_the_views_were_made_with(image_dir, t
     assert drawn.max() == 2 and (data['spec_levels'][data['spec_types'] >= 0] > 0).all()
     crops = RandomCropDataset(paths, 64, seed=task.seed)
     x = torch.stack([crops[j] for j in range(2)]).float().div_(255).repeat_interleave(3, dim=0)
-    import hashlib
-    g = torch.Generator().manual_seed(int(hashlib.sha256(f'{task.seed}:0'.encode()).hexdigest()[:15], 16))
-    _, seeds = task.sampler.sample_batch(6, g)
+    from crossiqa_pyiqa.train.cached_pretext import shard_generator
+
+    _, seeds = task.sampler.sample_batch(6, shard_generator(task.seed, 0))
     names = task.sampler.names
     specs = [[(names[int(t)], float(lv)) for t, lv in zip(types, levels) if t >= 0]
              for types, levels in zip(data['spec_types'][:2].flatten(0, 1), data['spec_levels'][:2].flatten(0, 1))]

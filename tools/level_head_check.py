@@ -55,14 +55,16 @@ def load_task(checkpoint: str):
     return task.eval()
 
 
-def level_differences(task, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
-    """(pairs, groups): the level head on q(degraded) - q(reference)."""
-    out = []
+def quality_codes(task, images) -> torch.Tensor:
+    """(images, dim): each image's q, computed once and shared by the pair differences and the readings."""
     with torch.inference_mode():
-        for degraded, reference in pairs:
-            q = task.model.encoder(torch.cat([degraded, reference]))['cls']
-            out.append(task.level_head(q[:1] - q[1:]).numpy()[0])
-    return np.stack(out)
+        return torch.cat([task.model.encoder(x)['cls'] for x in images])
+
+
+def level_differences(task, q_degraded: torch.Tensor, q_reference: torch.Tensor) -> np.ndarray:
+    """(pairs, groups): the level head on q(degraded) - q(reference)."""
+    with torch.inference_mode():
+        return task.level_head(q_degraded - q_reference).numpy()
 
 
 def summary(diff: np.ndarray) -> dict:
@@ -72,33 +74,24 @@ def summary(diff: np.ndarray) -> dict:
             **{f'median_{g}': float(np.median(diff[:, j])) for j, g in enumerate(LEVEL_GROUPS)}}
 
 
-def noise_readings(task, images) -> np.ndarray:
+def noise_readings(task, q: torch.Tensor) -> np.ndarray:
     """The level head's noise output on each image's q alone (offset unknown: compare, don't read)."""
-    out = []
     with torch.inference_mode():
-        for x in images:
-            out.append(float(task.level_head(task.model.encoder(x)['cls'])[0, 0]))
-    return np.array(out)
+        return task.level_head(q)[:, 0].numpy()
 
 
-def clive_section(runs, polyu, regress: str, result: dict) -> None:
+def clive_section(task, records, q_noisy: torch.Tensor, q_clean: torch.Tensor) -> dict:
+    """Each labelled photo's noise reading against PolyU's noisy and clean shots, and its SRCC with the MOS."""
     from scipy.stats import spearmanr
     from tqdm import tqdm
 
     from crossiqa_pyiqa.inputs import read_image
-    from crossiqa_pyiqa.optionfile import load_options
-    from crossiqa_pyiqa.regression.fit import protocol_data
 
-    opt = load_options(regress)
-    records = protocol_data(opt).records
     quart = lambda v: ' / '.join(f'{q:.3f}' for q in np.percentile(v, [25, 50, 75]))  # noqa: E731
-    for name, path in runs:
-        task = load_task(path)
-        clive = noise_readings(task, (read_image(p)[None] for p in tqdm(records.paths, desc=f'{name}: {records.name}')))
-        noisy = noise_readings(task, (n for n, _ in polyu))
-        clean = noise_readings(task, (c for _, c in polyu))
-        result[name]['labelled set'] = {
-            'name': records.name, 'n': len(clive), 'quartiles': quart(clive), 'polyu_noisy_quartiles': quart(noisy),
+    photos = (read_image(p)[None] for p in tqdm(records.paths, desc=records.name))
+    clive = noise_readings(task, quality_codes(task, photos))
+    noisy, clean = noise_readings(task, q_noisy), noise_readings(task, q_clean)
+    return {'name': records.name, 'n': len(clive), 'quartiles': quart(clive), 'polyu_noisy_quartiles': quart(noisy),
             'polyu_clean_quartiles': quart(clean), 'above_polyu_noisy_median': float((clive > np.median(noisy)).mean()),
             'srcc_mos': float(spearmanr(clive, records.mos).correlation)}
 
@@ -132,14 +125,23 @@ def main(argv: list[str] | None = None) -> int:
              for f in sorted(os.listdir(kodak_dir))]
     controls = {f'{t} level {lv}': [(apply(x, t, lv, generator=torch.Generator().manual_seed(i)), x)
                                     for i, x in enumerate(kodak)] for t, lv in CONTROLS}
+    records = None
+    if args.regress != 'none':
+        from crossiqa_pyiqa.optionfile import load_options
+        from crossiqa_pyiqa.regression.fit import protocol_data
+
+        records = protocol_data(load_options(args.regress)).records
     result: dict = {}
     for name, path in runs:
         task = load_task(path)
-        result[name] = {'checkpoint': path, 'polyu real noise': summary(level_differences(task, polyu))}
+        q_noisy, q_clean = (quality_codes(task, (pair[k] for pair in polyu)) for k in (0, 1))
+        result[name] = {'checkpoint': path,
+                        'polyu real noise': summary(level_differences(task, q_noisy, q_clean))}
         for label, pairs in controls.items():
-            result[name][label] = summary(level_differences(task, pairs))
-    if args.regress != 'none':
-        clive_section(runs, polyu, args.regress, result)
+            q_deg, q_ref = (quality_codes(task, (pair[k] for pair in pairs)) for k in (0, 1))
+            result[name][label] = summary(level_differences(task, q_deg, q_ref))
+        if records is not None:
+            result[name]['labelled set'] = clive_section(task, records, q_noisy, q_clean)
     from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
 
     lines = [f'# The pretext level head on real and synthetic noise ({(time.time() - t0) / 60:.1f} min)', '',

@@ -47,6 +47,16 @@ def _level_groups() -> dict[str, tuple[str, ...]]:
 LEVEL_GROUPS: dict[str, tuple[str, ...]] = _level_groups()
 
 
+def level_membership(names: Sequence[str]) -> torch.Tensor:
+    """(types, groups) 0/1: which :data:`LEVEL_GROUPS` each of ``names`` belongs to."""
+    return torch.tensor([[float(t in types) for types in LEVEL_GROUPS.values()] for t in names])
+
+
+def shard_generator(seed: int, first_crop: int) -> torch.Generator:
+    """The random stream that draws the degradation specs and seeds of the shard starting at ``first_crop``."""
+    return torch.Generator().manual_seed(int(hashlib.sha256(f'{seed}:{first_crop}'.encode()).hexdigest()[:15], 16))
+
+
 def level_strengths(spec_types: torch.Tensor, spec_levels: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
     """(B, groups) strengths in [0, 1] from cached specs (B, steps) and a (types, groups) 0/1 membership."""
     valid = (spec_types >= 0).unsqueeze(-1)
@@ -105,8 +115,7 @@ class CachedCrossIQAPretext(PretextTask):
         self.register_buffer('target_weights', weights / weights.mean(), persistent=False)
         self.level_weight = float(loss['level_weight'])
         if self.level_weight > 0:  # only then: checkpoints of runs without the term keep loading
-            membership = torch.tensor([[float(t in types) for types in LEVEL_GROUPS.values()]
-                                       for t in self.sampler.names])
+            membership = level_membership(self.sampler.names)
             if not membership.any(dim=0).all():
                 absent = [g for g, m in zip(LEVEL_GROUPS, membership.any(dim=0)) if not m]
                 raise ValueError(f'train.loss.level_weight > 0 but degradations.weights draws no type of level '
@@ -144,7 +153,7 @@ class CachedCrossIQAPretext(PretextTask):
         def make(first: int, n: int) -> dict[str, torch.Tensor]:
             crops = torch.stack([crops_dataset[first + j] for j in range(n)]).float().div_(255)
             x = crops.repeat_interleave(views, dim=0)
-            g = torch.Generator().manual_seed(int(hashlib.sha256(f'{self.seed}:{first}'.encode()).hexdigest()[:15], 16))
+            g = shard_generator(self.seed, first)
             specs, seeds = self.sampler.sample_batch(x.shape[0], g)
             maps, stats, targets = [], [], []
             for s in range(0, x.shape[0], chunk):
