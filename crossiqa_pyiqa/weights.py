@@ -137,7 +137,7 @@ STATISTICS_KEYS = ('feat_mean', 'feat_std', 'head.weight', 'head.bias', 'pristin
                    'pristine_cov_triu', 'text_features', 'zs_mean', 'zs_std', 'zs_coef',
                    'encoder.global_mean', 'encoder.global_std')
 #: Prefixes of entries that are fitted heads too (``archs/diagnosis.py``: the diagnosis heads).
-STATISTICS_PREFIXES = ('diagnosis.',)
+STATISTICS_PREFIXES = ('diagnosis.', 'diagnosis_map.', 'level_head.')
 #: Dtypes too coarse for statistics: a float16 covariance or head turns scores into noise
 #: (a float16 copy of crossiqa-zs scored 0.0, its best value, for noise and for black).
 LOW_PRECISION = (torch.float16, torch.bfloat16)

@@ -261,3 +261,94 @@ def test_level_term_reads_q_differences_and_trains_q(image_dir, tmp_path):
     with pytest.raises(ValueError, match=r"no type of level group\(s\) \['noise'"):
         _small_task(image_dir, cache, 'train.loss.level_weight=1',
                     'degradations.weights={jpeg: 1.0, defocus: 1.0, high_sharpen: 1.0}')
+
+
+def test_the_level_head_is_exported_with_the_encoder_and_reads_q(image_dir, tmp_path):
+    """The weight file carries the level head (float32 in an fp16 file); the metric's reading is that head on q."""
+    from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+    from crossiqa_pyiqa.image_files import find_images
+    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
+
+    torch.manual_seed(0)
+    task = _small_task(image_dir, str(tmp_path / 'cache'), 'train.loss.level_weight=1')
+    task.make_dataset(find_images(image_dir), str(tmp_path))
+    with torch.no_grad():
+        task.level_head.weight.normal_()
+    path = task.export(str(tmp_path / 'level.safetensors'), {'steps': 0})
+    assert task.model.level_head is None and 'level_head' not in task.model.info  # attached for the file only
+    assert 'model.level_head.weight' not in task.state_dict()  # checkpoints keep their keys
+    net = CrossIQA(pretrained_model_path=path, freeze_encoder=True)
+    assert net.info['level_head']['outputs'] == list(LEVEL_GROUPS)
+    torch.testing.assert_close(net.level_head.weight, task.level_head.weight)
+    x = torch.cat([_photo('chelsea', 128), _photo('coffee', 128)])
+    with torch.no_grad():
+        reading = net.level_reading(net.forward_features(x))
+        expected = task.level_head(task.model.eval().encoder(x)['cls'])
+    torch.testing.assert_close(reading, expected, rtol=1e-4, atol=1e-4)
+    half = net.save_pretrained(str(tmp_path / 'half.safetensors'), dtype=torch.float16)
+    assert CrossIQA(pretrained_model_path=half, freeze_encoder=True).level_head.weight.dtype == torch.float32
+    # a metric that would charge the reading refuses an uncalibrated head, and a file without one
+    with pytest.raises(RuntimeError, match='not calibrated.*fit_noise_penalty.py'):
+        CrossIQA(pretrained_model_path=path, freeze_encoder=True, noise_penalty=1.0, noise_source='level')
+    plain = task.model.save_pretrained(str(tmp_path / 'plain.safetensors'))
+    with pytest.raises(RuntimeError, match='no level head'):
+        CrossIQA(pretrained_model_path=plain, freeze_encoder=True, noise_penalty=1.0, noise_source='level')
+    with pytest.raises(ValueError, match='noise_source'):
+        CrossIQA(pretrained=False, noise_source='levels')
+
+
+def test_fit_noise_penalty_calibrates_the_level_reading_and_the_metric_charges_it(image_dir, tmp_path):
+    """The threshold moves the reading's 0 to the clean photos' quantile; gamma makes enough clean photos win;
+    the metric's score is then the head less gamma x the reading above 0."""
+    import fit_noise_penalty
+    from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+    from crossiqa_pyiqa.degradations import apply
+    from crossiqa_pyiqa.image_files import find_images
+    from crossiqa_pyiqa.inputs import read_image
+
+    torch.manual_seed(0)
+    task = _small_task(image_dir, str(tmp_path / 'cache'), 'train.loss.level_weight=1')
+    task.make_dataset(find_images(image_dir), str(tmp_path))
+    exported = task.export(str(tmp_path / 'level.safetensors'), {'steps': 0})
+    net = CrossIQA(pretrained_model_path=exported, freeze_encoder=True)
+    pristine = tmp_path / 'pristine'
+    for folder, names in (('mcmaster', ('astronaut', 'coffee', 'chelsea')), ('bsds500', ('rocket', 'hubble_deep_field'))):
+        (pristine / folder).mkdir(parents=True)
+        for name in names:
+            Image.fromarray(getattr(skimage.data, name)()[:160, :192, :3]).save(pristine / folder / f'{name}.png')
+    photos = [str(pristine / f / n) for f in ('mcmaster', 'bsds500') for n in sorted(os.listdir(pristine / f))]
+    with torch.no_grad():  # a stand-in for a head fitted on MOS, and a level head that sees grain (as trained ones do)
+        net.feat_std.fill_(2.0)
+        net.head.weight.normal_(std=0.1)
+        net.head.bias.fill_(50.0)
+        q = net.feature_groups()[-1][2]
+        clean = torch.cat([net.forward_features(read_image(p)[None])[:, q] for p in photos])
+        grain = torch.cat([net.forward_features(apply(read_image(p)[None], 'camera_grain', 1.0,
+                                                      generator=torch.Generator().manual_seed(i)))[:, q]
+                           for i, p in enumerate(photos)])
+        net.level_head.weight[0] = (grain - clean).mean(0) / (grain - clean).mean(0).square().sum()
+    fitted = net.save_pretrained(str(tmp_path / 'fitted.safetensors'), {'has_fitted_head': True})
+    out = str(tmp_path / 'calibrated.safetensors')
+    common = ['--weights', fitted, '--pristine', str(pristine), '--bsds', '2', '--scale', '1', '--quantile', '0.5',
+              '--step', '0.5']
+    assert fit_noise_penalty.main([*common, '--out', out, '--preferred', '1.0']) == 0
+    meta = CrossIQA(pretrained_model_path=out).info['level_head']
+    gamma, calibration = meta['noise_penalty'], meta['calibration']
+    assert calibration['photos'] == 5 and calibration['type'] == 'camera_grain'
+    aware = CrossIQA(pretrained_model_path=out, noise_penalty=gamma, noise_source='level')
+    plain = CrossIQA(pretrained_model_path=fitted)
+    data = fit_noise_penalty.read_photos(aware, photos, 'camera_grain', 1.0, 1.0)
+    assert np.median(data['reading_clean']) == pytest.approx(0.0, abs=1e-5)  # the 0.5 quantile is the new 0
+    penalised = {t: data[f'score_{t}'] for t in ('clean', 'noisy')}
+    assert (penalised['clean'] > penalised['noisy']).all()  # --preferred 1.0: every clean photo wins
+    x = _photo('coffee', 128)
+    with torch.no_grad():
+        f = plain.forward_features(x)
+        expected = plain.score_features(f)[0, 0] - gamma * aware.level_reading(f)[0, 0].clamp_min(0)
+        score = aware(x)
+    assert float(score) == pytest.approx(float(expected), abs=1e-4)
+    # bad parameters are refused before any photo is read
+    with pytest.raises(SystemExit):
+        fit_noise_penalty.main([*common, '--out', out, '--preferred', '1.5'])
+    with pytest.raises(SystemExit):
+        fit_noise_penalty.main([*common, '--out', out, '--type', 'grain'])

@@ -164,6 +164,13 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: State-dict prefix of the pretext's level head inside a weight file (``train/cached_pretext.py``, level term).
+LEVEL_HEAD_PREFIX = 'level_head.'
+#: The command that calibrates it for ``noise_source='level'`` (named by every error about it).
+LEVEL_CALIBRATE_COMMAND = 'python scripts/fit_noise_penalty.py --weights {file} --out {file}'
+NOISE_SOURCES = ('diagnosis', 'level')
+
+
 def _check_noise_penalty(value: Any, head: str) -> float:
     try:
         penalty = float(value)
@@ -195,6 +202,10 @@ class CrossIQA(nn.Module):
             ``score = head - noise_penalty * noise``. CLIVE's MOS alone teaches the head to read fine
             real sensor noise as detail; the diagnosis heads (fitted on synthetic pairs, no MOS) do
             see it. 0 (default): the head alone. Needs a weight file with diagnosis heads.
+        noise_source: what ``noise_penalty`` multiplies. ``'diagnosis'``: the ``noise`` diagnosis strength
+            above. ``'level'``: the pretext's own noise reading, its level head (trained with
+            ``train.loss.level_weight`` > 0, no MOS) on the quality code ``q``, above the calibrated threshold
+            (``max(0, reading)``, in level / 5 units; ``scripts/fit_noise_penalty.py``).
         **config: architecture options (see ``DEFAULT_CONFIG``); a weight file's own
             config is used as the base, explicit options override inference-only keys.
     """
@@ -215,12 +226,15 @@ class CrossIQA(nn.Module):
 
     def __init__(self, pretrained: bool = True, pretrained_model_path: str | None = None,
                  weights: str = DEFAULT_WEIGHTS, head: str = 'linear', freeze_encoder: bool = False,
-                 noise_penalty: float = 0.0, **config: Any) -> None:
+                 noise_penalty: float = 0.0, noise_source: str = 'diagnosis', **config: Any) -> None:
         super().__init__()
         if head not in ('linear', 'zeroshot'):
             raise ValueError(f"head must be 'linear' or 'zeroshot', got {head!r}")
         self.head_type = head
         self.noise_penalty = _check_noise_penalty(noise_penalty, head)
+        if noise_source not in NOISE_SOURCES:
+            raise ValueError(f'noise_source must be one of {NOISE_SOURCES}, got {noise_source!r}')
+        self.noise_source = noise_source
         from crossiqa_pyiqa.inputs import attach_to_inference_model
 
         attach_to_inference_model(self)  # pyiqa.create_metric(...)(path) reads with the plugin's reader
@@ -295,8 +309,11 @@ class CrossIQA(nn.Module):
         # diagnosis heads (archs/diagnosis.py), only when the file holds them: other files load as before
         self.diagnosis: DiagnosisHeads | None = None
         self.diagnosis_map: DiagnosisHeads | None = None  # the same outputs fitted on windows (the quality map's)
+        # the pretext's level head (a linear map of q), only when the file holds one
+        self.level_head: nn.Linear | None = None
         self._weight_file = path
         if state_dict is not None:
+            self.level_head = self._level_head_from_state(state_dict, path)
             self.diagnosis = heads_from_state(state_dict, self.info, self.feature_dim, path)
             self.diagnosis_map = heads_from_state(state_dict, self.info, self.feature_dim, path, MAP_DIAGNOSIS_PREFIX)
         if c['backbone'] != 'vit' and state_dict is None and c['init_weights']:
@@ -308,7 +325,9 @@ class CrossIQA(nn.Module):
                        else 'with regression.ranking options: the synthetic pairs')
                 raise ValueError(f'Weight file {path} holds no zero-shot statistics; the zero-shot head needs a file '
                                  f'written with them (scripts/fit_regressor.py {how}).')
-        if self.noise_penalty:  # the penalty reads the `noise` diagnosis head: refuse a file without one
+        if self.noise_penalty and noise_source == 'level':  # refuse a file without a calibrated level head
+            self._noise_output = self.require_level_head(calibrated=True)
+        elif self.noise_penalty:  # the penalty reads the `noise` diagnosis head: refuse a file without one
             outputs = self.require_diagnosis().outputs
             if 'noise' not in outputs:
                 raise ValueError(f'noise_penalty needs a `noise` diagnosis head; {path} has {list(outputs)}')
@@ -319,7 +338,7 @@ class CrossIQA(nn.Module):
         self.eval()
 
     def _apply(self, fn, recurse=True):  # half(): network weights in half, head and statistics float32
-        return apply_keeping_float32(self, super()._apply, fn, recurse, self.FLOAT32_BUFFERS, ('head',))
+        return apply_keeping_float32(self, super()._apply, fn, recurse, self.FLOAT32_BUFFERS, ('head', 'level_head'))
 
     def _feature_dim_per_scale(self) -> int:
         c = self.config
@@ -371,7 +390,8 @@ class CrossIQA(nn.Module):
             state['pristine_cov_triu'] = cov[rows, cols]
         if dtype is not None:  # the heads (score, zero-shot, diagnosis) and statistics stay float32
             state = {k: v.to(dtype) if v.is_floating_point() and k not in STATISTICS_KEYS
-                     and not k.startswith((DIAGNOSIS_PREFIX, MAP_DIAGNOSIS_PREFIX)) else v for k, v in state.items()}
+                     and not k.startswith((DIAGNOSIS_PREFIX, MAP_DIAGNOSIS_PREFIX, LEVEL_HEAD_PREFIX)) else v
+                     for k, v in state.items()}
         return str(save_weights(path, state, self.ARCH_NAME, self.config, {**self.info, **(info or {})}))
 
     @staticmethod
@@ -617,14 +637,72 @@ class CrossIQA(nn.Module):
                 return self.zeroshot_distance(features)[:, None]
             score = self.head(self.standardise(features))
             if self.noise_penalty:
-                noise = self.diagnosis(features)[:, self._noise_output:self._noise_output + 1]
-                score = score - self.noise_penalty * noise
+                score = score - self.noise_penalty * self.penalised_noise(features)[:, None]
             return score
+
+    def penalised_noise(self, features: torch.Tensor) -> torch.Tensor:
+        """(B,) the noise ``noise_penalty`` multiplies: the ``noise`` diagnosis strength in [0, 1], or
+        (``noise_source='level'``) the level head's noise reading above its calibrated threshold."""
+        if self.noise_source == 'level':
+            return self.level_reading(features)[:, self._noise_output].clamp_min(0.0)
+        return self.diagnosis(features)[:, self._noise_output]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quality score per image, shape (B, 1)."""
         self._check_head_fitted()  # before the encoder runs
         return self.score_features(self.forward_features(x))
+
+    # -------------------------------------------------------------- level head
+    def _level_head_from_state(self, state_dict: dict[str, torch.Tensor], path: str) -> nn.Linear | None:
+        """An empty level head shaped like the file's ``level_head.*`` tensors (filled by the strict load)."""
+        weight = state_dict.get(LEVEL_HEAD_PREFIX + 'weight')
+        if weight is None:
+            return None
+        from crossiqa_pyiqa.weights import WeightFileError
+
+        outputs = (self.info.get('level_head') or {}).get('outputs')
+        if not outputs or weight.dim() != 2 or weight.shape != (len(outputs), self.config['embed_dim']):
+            raise WeightFileError(f"Weight file {path} holds a level head of shape {tuple(weight.shape)} that does not "
+                                  f"match its metadata's outputs {outputs} and q's width {self.config['embed_dim']}")
+        return nn.Linear(self.config['embed_dim'], len(outputs))
+
+    def set_level_head(self, head: nn.Linear | None, info: dict[str, Any] | None = None) -> None:
+        """Attach (or, with None, detach) a level head; ``info`` (outputs, provenance) goes to the metadata."""
+        if head is not None:
+            outputs = list((info or {}).get('outputs', ()))
+            if head.in_features != self.config['embed_dim'] or head.out_features != len(outputs):
+                raise ValueError(f'a level head {head.in_features} -> {head.out_features} does not fit q '
+                                 f"({self.config['embed_dim']}) and the outputs {outputs}")
+            self.info = {**self.info, 'level_head': dict(info)}
+        else:
+            self.info = {k: v for k, v in self.info.items() if k != 'level_head'}
+        self.level_head = head
+
+    def require_level_head(self, calibrated: bool = False) -> int:
+        """The index of the level head's ``noise`` output, or an error naming what is missing."""
+        where = self._weight_file or '<file.safetensors>'
+        meta = self.info.get('level_head') or {}
+        if self.level_head is None or 'noise' not in meta.get('outputs', ()):
+            raise RuntimeError(f'Weight file {where} holds no level head with a noise output: it comes from a pretext '
+                               'run with train.loss.level_weight > 0 (scripts/pretrain_crossiqa.py --export)')
+        if 'cls' not in self.config['feature_tokens']:
+            raise ValueError(f"the level head reads q, which these features leave out (feature_tokens "
+                             f"{list(self.config['feature_tokens'])} has no 'cls')")
+        if calibrated and 'threshold' not in meta:
+            raise RuntimeError(f'The level head of {where} is not calibrated (no threshold): run `'
+                               + LEVEL_CALIBRATE_COMMAND.format(file=where) + '`')
+        return list(meta['outputs']).index('noise')
+
+    def level_reading(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, K) the level head on the features' ``q`` (level / 5 units; outputs in ``info['level_head']``).
+
+        The head was trained on differences of two views of one crop, so one reading's origin is arbitrary
+        until calibrated: ``scripts/fit_noise_penalty.py`` moves the noise output's 0 to a clean photo's level.
+        """
+        self.require_level_head()
+        q = next(sl for label, _, sl in self.feature_groups() if label.split(' @')[0] == 'q')  # first scale's
+        with full_precision(features.device):
+            return self.level_head(features[:, q].float())
 
     # --------------------------------------------------------------- diagnosis
     def require_diagnosis(self) -> DiagnosisHeads:

@@ -155,7 +155,7 @@ def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=No
     if penalty and getattr(net, 'noise_penalty', 0.0):
         # a metric whose score pays for noise (``noise_penalty``, crop heads): taken back out of the head's reading,
         # so that the map charges noise once, as ``penalty`` says, with the map's heads
-        local = local + net.noise_penalty * net.diagnosis(flat)[:, net._noise_output].float()
+        local = local + net.noise_penalty * net.penalised_noise(flat).float()
     local = head_weight * local.reshape(b, h, w)
     if penalty:
         for family, s in family_strength_maps(net, feats, list(penalty), heads).items():

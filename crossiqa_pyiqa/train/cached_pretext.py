@@ -237,4 +237,16 @@ class CachedCrossIQAPretext(PretextTask):
         return loss, logs
 
     def export(self, path: str, info: dict[str, Any]) -> str:
-        return self.model.save_pretrained(path, {**info, 'view_cache': getattr(self, 'cache_folder', None)})
+        """The network's weight file; with the level term, the level head too (``CrossIQA.level_head``), so a
+        metric can read the pretext's noise reading (``noise_source='level'``)."""
+        info = {**info, 'view_cache': getattr(self, 'cache_folder', None)}
+        if self.level_weight <= 0:
+            return self.model.save_pretrained(path, info)
+        self.model.set_level_head(self.level_head, {
+            'outputs': list(LEVEL_GROUPS), 'groups': {k: list(v) for k, v in LEVEL_GROUPS.items()},
+            'target': 'level / 5 difference of two views of one crop, read from q_a - q_b', 'level_weight':
+            self.level_weight})
+        try:  # attached for the file only: the trainer's checkpoints keep the head under the task
+            return self.model.save_pretrained(path, info)
+        finally:
+            self.model.set_level_head(None)
