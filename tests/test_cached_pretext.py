@@ -326,21 +326,32 @@ def test_fit_noise_penalty_calibrates_the_level_reading_and_the_metric_charges_i
         grain = torch.cat([net.forward_features(apply(read_image(p)[None], 'camera_grain', 1.0,
                                                       generator=torch.Generator().manual_seed(i)))[:, q]
                            for i, p in enumerate(photos)])
-        net.level_head.weight[0] = (grain - clean).mean(0) / (grain - clean).mean(0).square().sum()
+        direction = (grain - clean).mean(0) / (grain - clean).mean(0).square().sum()
+        net.level_head.weight[0] = direction
+        net.head.weight[0, q] -= 10 * direction * net.feat_std[q]  # the score head charges some of it
     fitted = net.save_pretrained(str(tmp_path / 'fitted.safetensors'), {'has_fitted_head': True})
     out = str(tmp_path / 'calibrated.safetensors')
-    common = ['--weights', fitted, '--pristine', str(pristine), '--bsds', '2', '--scale', '1', '--quantile', '0.5',
-              '--step', '0.5']
-    assert fit_noise_penalty.main([*common, '--out', out, '--preferred', '1.0']) == 0
+    common = ['--weights', fitted, '--pristine', str(pristine), '--bsds', '2', '--quantile', '0.5', '--level', '3']
+    assert fit_noise_penalty.main([*common, '--out', out]) == 0
     meta = CrossIQA(pretrained_model_path=out).info['level_head']
     gamma, calibration = meta['noise_penalty'], meta['calibration']
-    assert calibration['photos'] == 5 and calibration['type'] == 'camera_grain'
+    assert calibration['photos'] == 5 and calibration['types'] == list(fit_noise_penalty.DEFAULT_TYPES)
+    assert gamma > 0 and calibration['noisy_reads_higher'] > 0.5
     aware = CrossIQA(pretrained_model_path=out, noise_penalty=gamma, noise_source='level')
     plain = CrossIQA(pretrained_model_path=fitted)
-    data = fit_noise_penalty.read_photos(aware, photos, 'camera_grain', 1.0, 1.0)
-    assert np.median(data['reading_clean']) == pytest.approx(0.0, abs=1e-5)  # the 0.5 quantile is the new 0
-    penalised = {t: data[f'score_{t}'] for t in ('clean', 'noisy')}
-    assert (penalised['clean'] > penalised['noisy']).all()  # --preferred 1.0: every clean photo wins
+    data = fit_noise_penalty.read_photos(plain, photos, fit_noise_penalty.DEFAULT_TYPES, 3.0)
+    threshold = float(np.median(data['reading_clean']))
+    assert meta['threshold'] == pytest.approx(threshold, abs=1e-5)
+    assert gamma == pytest.approx(fit_noise_penalty.fit_gamma(data, threshold), abs=1e-3)
+    # the slope: the mean score drop of the noisy photos equals gamma x their mean rise above the threshold
+    rise = np.maximum(data['reading_noisy'] - threshold, 0) - np.maximum(data['reading_clean'] - threshold, 0)[:, None]
+    drop = data['score_clean'][:, None] - data['score_noisy']
+    assert float((rise * (drop - gamma * rise)).sum()) == pytest.approx(0.0, abs=1e-2 * float((rise * drop).sum()))
+    after = fit_noise_penalty.read_photos(aware, photos, fit_noise_penalty.DEFAULT_TYPES, 3.0)
+    assert np.median(after['reading_clean']) == pytest.approx(0.0, abs=1e-4)  # the threshold is the new 0
+    assert calibration['clean_preferred_penalised'] >= calibration['clean_preferred_plain']
+    assert calibration['clean_preferred_penalised'] == pytest.approx(
+        float((after['score_clean'][:, None] > after['score_noisy']).mean()))
     x = _photo('coffee', 128)
     with torch.no_grad():
         f = plain.forward_features(x)
@@ -349,6 +360,6 @@ def test_fit_noise_penalty_calibrates_the_level_reading_and_the_metric_charges_i
     assert float(score) == pytest.approx(float(expected), abs=1e-4)
     # bad parameters are refused before any photo is read
     with pytest.raises(SystemExit):
-        fit_noise_penalty.main([*common, '--out', out, '--preferred', '1.5'])
+        fit_noise_penalty.main([*common, '--out', out, '--quantile', '1.5'])
     with pytest.raises(SystemExit):
-        fit_noise_penalty.main([*common, '--out', out, '--type', 'grain'])
+        fit_noise_penalty.main([*common, '--out', out, '--types', 'grain'])
