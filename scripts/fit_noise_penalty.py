@@ -38,34 +38,45 @@ import torch  # noqa: E402
 DEFAULT_TYPES = ('white_noise', 'camera_noise', 'camera_grain')
 
 
-def read_photos(net, photos: list[str], types: tuple[str, ...], level: float, progress=None) -> dict[str, np.ndarray]:
-    """Score and noise reading (photos,) of each clean photo, and (photos, types) of it with each type at ``level``."""
+def fitting_photos(pristine: str, bsds: int) -> list[str]:
+    """McMaster and every len/``bsds``-th BSDS500 photo (the diagnosis heads' fitting photos; Kodak24 held out)."""
+    from crossiqa_pyiqa.regression.features import folder_images
+
+    bsds_photos = folder_images(os.path.join(pristine, 'bsds500'))
+    return folder_images(os.path.join(pristine, 'mcmaster')) + bsds_photos[::max(1, len(bsds_photos) // bsds)][:bsds]
+
+
+def noise_photo_features(net, photos: list[str], types: tuple[str, ...], level: float,
+                         progress=None) -> np.ndarray:
+    """(photos, 1 + types, feature_dim) float64: each clean photo's features, then its version with each type."""
     from crossiqa_pyiqa.degradations import apply
     from crossiqa_pyiqa.inputs import read_image
 
-    k = net.require_level_head()
-    scores, readings = [], []
+    out = []
     for i, path in enumerate(progress(photos) if progress else photos):
         x = read_image(path)[None]
         batch = [x] + [apply(x, kind, level, generator=torch.Generator().manual_seed(1009 * i + 7 * j))
                        for j, kind in enumerate(types)]
-        with torch.inference_mode():
-            features = torch.cat([net.forward_features(v) for v in batch])  # photos differ in size: one at a time
-            scores.append(net.score_features(features)[:, 0].double().numpy())
-            readings.append(net.level_reading(features)[:, k].double().numpy())
-    scores, readings = np.stack(scores), np.stack(readings)
-    return {'score_clean': scores[:, 0], 'score_noisy': scores[:, 1:],
-            'reading_clean': readings[:, 0], 'reading_noisy': readings[:, 1:]}
+        with torch.inference_mode():  # photos differ in size: one at a time
+            out.append(torch.cat([net.forward_features(v) for v in batch]).double().numpy())
+    return np.stack(out)
 
 
-def fit_gamma(data: dict[str, np.ndarray], threshold: float) -> float:
-    """Slope through the origin of the score's drop on the rise of the reading above ``threshold``, floored at 0."""
-    excess_clean = np.maximum(data['reading_clean'] - threshold, 0)[:, None]
-    x = (np.maximum(data['reading_noisy'] - threshold, 0) - excess_clean).ravel()
-    y = (data['score_clean'][:, None] - data['score_noisy']).ravel()
+def fit_gamma(score: np.ndarray, reading: np.ndarray, threshold: float) -> float:
+    """Slope through the origin of the score's drop on the rise of ``max(0, reading - threshold)``, floored at 0.
+
+    ``score`` and ``reading``: (photos, 1 + types), the clean photo first (as ``noise_photo_features``)."""
+    excess = np.maximum(reading - threshold, 0)
+    x = (excess[:, 1:] - excess[:, :1]).ravel()
+    y = (score[:, :1] - score[:, 1:]).ravel()
     if not (x @ x) > 0:
         return 0.0
     return max(0.0, float(x @ y / (x @ x)))
+
+
+def clean_preferred(score: np.ndarray) -> float:
+    """Fraction of (photo, type) pairs in which the clean photo scores higher."""
+    return float((score[:, :1] > score[:, 1:]).mean())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,35 +102,35 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     import crossiqa_pyiqa  # noqa: F401  (registers the architecture)
     from crossiqa_pyiqa.archs.crossiqa_arch import LEVEL_HEAD_PREFIX, CrossIQA
-    from crossiqa_pyiqa.regression.features import folder_images, progress
+    from crossiqa_pyiqa.regression.features import progress
     from crossiqa_pyiqa.weights import read_weights, save_weights
 
     try:
         net = CrossIQA(pretrained_model_path=resolve(args.weights))
         net._check_head_fitted()
         k = net.require_level_head()
-        bsds = folder_images(os.path.join(args.pristine, 'bsds500'))
-        photos = folder_images(os.path.join(args.pristine, 'mcmaster')) + bsds[::max(1, len(bsds) // args.bsds)][
-            :args.bsds]
+        photos = fitting_photos(args.pristine, args.bsds)
     except (RuntimeError, ValueError, FileNotFoundError) as error:
         print(f'fit_noise_penalty: error: {error}', file=sys.stderr)
         return 1
     meta = dict(net.info['level_head'])
     old_threshold = float(meta.get('threshold', 0.0))  # a calibrated file: its reading is already shifted
     types = tuple(args.types)
-    data = read_photos(net, photos, types, args.level,
-                       progress=lambda it: progress(iterable=it, desc='clean and noisy photos', unit='photo'))
-    threshold = float(np.quantile(data['reading_clean'], args.quantile))
-    gamma = round(fit_gamma(data, threshold), 3)
-    penalised = {tag: data[f'score_{tag}'] - gamma * np.maximum(data[f'reading_{tag}'] - threshold, 0)
-                 for tag in ('clean', 'noisy')}
+    feats = noise_photo_features(net, photos, types, args.level,
+                                 progress=lambda it: progress(iterable=it, desc='clean and noisy photos', unit='photo'))
+    with torch.inference_mode():
+        flat = torch.as_tensor(feats.reshape(-1, feats.shape[-1]))
+        score = net.score_features(flat)[:, 0].double().numpy().reshape(feats.shape[:2])
+        reading = net.level_reading(flat)[:, k].double().numpy().reshape(feats.shape[:2])
+    threshold = float(np.quantile(reading[:, 0], args.quantile))
+    gamma = round(fit_gamma(score, reading, threshold), 3)
     bias = net.level_head.bias.detach().float().clone()
     bias[k] -= threshold
     meta.update(threshold=old_threshold + threshold, noise_penalty=gamma, calibration={
         'photos': len(photos), 'types': list(types), 'level': args.level, 'quantile': args.quantile,
-        'noisy_reads_higher': float((data['reading_noisy'] > data['reading_clean'][:, None]).mean()),
-        'clean_preferred_plain': float((data['score_clean'][:, None] > data['score_noisy']).mean()),
-        'clean_preferred_penalised': float((penalised['clean'][:, None] > penalised['noisy']).mean()),
+        'noisy_reads_higher': float((reading[:, 1:] > reading[:, :1]).mean()),
+        'clean_preferred_plain': clean_preferred(score),
+        'clean_preferred_penalised': clean_preferred(score - gamma * np.maximum(reading - threshold, 0)),
         'command': 'python scripts/fit_noise_penalty.py ' + ' '.join(argv if argv is not None else sys.argv[1:])})
     # every other tensor, the config and the provenance are written back unchanged (an fp16 file stays fp16)
     state, config, file_info = read_weights(resolve(args.weights), arch='CrossIQA')

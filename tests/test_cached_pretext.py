@@ -339,19 +339,24 @@ def test_fit_noise_penalty_calibrates_the_level_reading_and_the_metric_charges_i
     assert gamma > 0 and calibration['noisy_reads_higher'] > 0.5
     aware = CrossIQA(pretrained_model_path=out, noise_penalty=gamma, noise_source='level')
     plain = CrossIQA(pretrained_model_path=fitted)
-    data = fit_noise_penalty.read_photos(plain, photos, fit_noise_penalty.DEFAULT_TYPES, 3.0)
-    threshold = float(np.median(data['reading_clean']))
+    types = fit_noise_penalty.DEFAULT_TYPES
+    feats = torch.as_tensor(fit_noise_penalty.noise_photo_features(plain, photos, types, 3.0)).flatten(0, 1)
+    with torch.no_grad():
+        score = plain.score_features(feats)[:, 0].double().numpy().reshape(5, 4)
+        reading = plain.level_reading(feats)[:, 0].double().numpy().reshape(5, 4)
+        after = aware.score_features(feats)[:, 0].double().numpy().reshape(5, 4)
+        reading_after = aware.level_reading(feats)[:, 0].double().numpy().reshape(5, 4)
+    threshold = float(np.median(reading[:, 0]))
     assert meta['threshold'] == pytest.approx(threshold, abs=1e-5)
-    assert gamma == pytest.approx(fit_noise_penalty.fit_gamma(data, threshold), abs=1e-3)
-    # the slope: the mean score drop of the noisy photos equals gamma x their mean rise above the threshold
-    rise = np.maximum(data['reading_noisy'] - threshold, 0) - np.maximum(data['reading_clean'] - threshold, 0)[:, None]
-    drop = data['score_clean'][:, None] - data['score_noisy']
+    assert np.median(reading_after[:, 0]) == pytest.approx(0.0, abs=1e-4)  # the threshold is the new 0
+    assert gamma == pytest.approx(fit_noise_penalty.fit_gamma(score, reading, threshold), abs=1e-3)
+    # the slope: the residual score drop after the penalty is orthogonal to the rise of the reading
+    excess = np.maximum(reading - threshold, 0)
+    rise, drop = excess[:, 1:] - excess[:, :1], score[:, :1] - score[:, 1:]
     assert float((rise * (drop - gamma * rise)).sum()) == pytest.approx(0.0, abs=1e-2 * float((rise * drop).sum()))
-    after = fit_noise_penalty.read_photos(aware, photos, fit_noise_penalty.DEFAULT_TYPES, 3.0)
-    assert np.median(after['reading_clean']) == pytest.approx(0.0, abs=1e-4)  # the threshold is the new 0
+    np.testing.assert_allclose(after, score - gamma * np.maximum(reading_after, 0), atol=1e-4)
+    assert calibration['clean_preferred_penalised'] == pytest.approx(fit_noise_penalty.clean_preferred(after))
     assert calibration['clean_preferred_penalised'] >= calibration['clean_preferred_plain']
-    assert calibration['clean_preferred_penalised'] == pytest.approx(
-        float((after['score_clean'][:, None] > after['score_noisy']).mean()))
     x = _photo('coffee', 128)
     with torch.no_grad():
         f = plain.forward_features(x)

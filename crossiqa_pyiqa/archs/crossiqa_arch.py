@@ -630,6 +630,7 @@ class CrossIQA(nn.Module):
     def score_features(self, features: torch.Tensor) -> torch.Tensor:
         """The score (N, 1) of feature vectors (N, feature_dim): the head ``forward`` applies."""
         self._check_head_fitted()
+        features = features.float()  # float16 features under autocast, float64 ones from a study
         with full_precision(features.device):  # under autocast too: the head reads float32, scores are float32
             if self.head_type == 'zeroshot':
                 if self.config['zeroshot'] == 'pairs':
