@@ -23,11 +23,15 @@
    fit) skips 3 and is penalised by the ``camera_noise`` direction of 2, in units of its CLIVE std:
    the same measurement for the frozen backbone and a pretext encoder. With ``--level-checkpoint``
    (a run with ``train.loss.level_weight`` > 0) the penalty is that pretext's own noise reading
-   instead: its level head applied to the features' ``q`` (gamma in units of its CLIVE std). With
+   instead: its level head applied to the features' ``q`` (gamma in units of its CLIVE std); a metric
+   whose weight file carries the level head (``CrossIQA.level_head``) uses its own. With
    ``--level-direction CKPT`` it is a direction fitted on the metric's own features to the same target
    (``level_direction``: pairs drawn by that run's degradations, no MOS), which a frozen backbone has too.
 5. **How loud real noise is next to CLIVE's photos**: a pixel noise floor (``noise_floor``) of
    PolyU's noisy and clean shots and of every CLIVE photo, and its rank correlation with CLIVE's MOS.
+6. With ``--calibrated-penalty``, **section 4's penalty fixed without PolyU and without MOS**
+   (``calibrated_sweep``): only the reading above a quantile of clean photos' reading is charged, at
+   the split head's own cost of a unit of it on synthetic noise (``scripts/fit_noise_penalty.py``).
 
 Writes ``probe.json`` and ``probe.md`` under ``--out``. On a 2-core CPU: 7.4 min with
 ``--readout-heads ridge`` (CLIVE features computed, then cached under the options' ``cache_dir``),
@@ -200,6 +204,45 @@ def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_
     return out
 
 
+def calibrated_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, polyu: tuple, noise: tuple,
+                     photo_feats: np.ndarray, photo_noise: np.ndarray, lowest: tuple = (0, 4, 5),
+                     quantiles: tuple = (0.25, 0.5, 0.75)) -> list[dict]:
+    """The penalty ``gamma * max(0, noise - threshold)`` fixed as ``scripts/fit_noise_penalty.py`` fixes it, for
+    each split's plain ridge reading stages >= k: threshold = a quantile of clean photos' reading, gamma = the
+    head's own cost of a unit of the reading on synthetic noise (``photo_feats``: clean photo first, then its
+    noisy versions). No PolyU and no MOS beyond the split's own head; then CLIVE and PolyU as in section 4."""
+    from scipy.stats import spearmanr
+
+    from fit_noise_penalty import clean_preferred, fit_gamma
+
+    from crossiqa_pyiqa.regression.protocol import linear_probe
+
+    (f_clean, f_noisy), (clive_noise, n_clean, n_noisy) = polyu, noise
+    out = []
+    for k in lowest:
+        cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
+                               if stage is None or stage >= k])
+        probe = linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
+                             reg['cv_scoring'])
+        for quantile in quantiles:
+            threshold = float(np.quantile(photo_noise[:, 0], quantile))
+            gate = lambda a: np.maximum(a - threshold, 0)  # noqa: E731
+            rows = []
+            for model, pred, test in zip(probe.models, probe.predictions, probe.test_indices):
+                score = model.predict(photo_feats[..., cols].reshape(-1, len(cols))).reshape(photo_noise.shape)
+                gamma = fit_gamma(score, photo_noise, threshold)
+                rows.append((gamma, spearmanr(pred - gamma * gate(clive_noise[test]), mos[test])[0],
+                             ((model.predict(f_clean[:, cols]) - gamma * gate(n_clean))
+                              > (model.predict(f_noisy[:, cols]) - gamma * gate(n_noisy))).mean(),
+                             clean_preferred(score), clean_preferred(score - gamma * gate(photo_noise))))
+            g, clive_srcc, polyu_pref, plain, penalised = np.median(np.asarray(rows, dtype=float), axis=0)
+            out.append({'stages_from': k, 'quantile': quantile, 'gamma_median': float(g),
+                        'clive_srcc_median': float(clive_srcc), 'polyu_clean_preferred': float(polyu_pref),
+                        'synthetic_clean_preferred': float(plain), 'synthetic_clean_preferred_penalised':
+                        float(penalised), 'clive_charged': float((clive_noise > threshold).mean())})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-m', '--metric', default='crossiqa')
@@ -215,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="section 4's penalty: a direction fitted on the metric's own features to the noise-strength "
                         "difference of pairs drawn by this pretext run's degradations (the frozen backbone's analogue "
                         'of --level-checkpoint)')
+    p.add_argument('--calibrated-penalty', action='store_true',
+                   help="6: section 4's penalty gated at a quantile of clean photos' reading, gamma fitted on "
+                        'synthetic noise (scripts/fit_noise_penalty.py), per split; no PolyU, no MOS (3 min more)')
     p.add_argument('--readout-heads', choices=('ridge', 'both'), default='both',
                    help='section 4: plain ridge only, or also ridge+ranking (about 20 min more on 2 cores)')
     args = p.parse_args(argv)
@@ -264,24 +310,28 @@ def main(argv: list[str] | None = None) -> int:
     if has_heads:  # the penalty: the `noise` diagnosis head's raw output
         heads = net.require_diagnosis()
         k = list(heads.outputs).index('noise')
+        signal = lambda f: heads.raw(torch.as_tensor(f))[:, k].numpy()  # noqa: E731
+        scale = 1.0
         with torch.inference_mode():
-            n_n, n_c = heads.raw(fn)[:, k].numpy(), heads.raw(fc)[:, k].numpy()
-            clive_noise = heads.raw(torch.as_tensor(feats)).numpy()[:, k]
+            n_n, n_c, clive_noise = signal(fn), signal(fc), signal(feats)
         result['noise_head_higher_on_noisy'] = float((n_n > n_c).mean())
         penalty, gammas = 'the `noise` head (raw)', (0, 10, 20, 40)
-    elif args.level_checkpoint:  # the pretext's own noise reading: its level head on the features' q
-        from level_head_check import load_task
-
-        task = load_task(args.level_checkpoint)
+    elif args.level_checkpoint or (getattr(net, 'level_head', None) is not None and not args.level_direction):
+        # the pretext's own noise reading: its level head on the features' q (the metric file's, or a checkpoint's)
         q_slices = [sl for label, _, sl in net.feature_groups() if label == 'q']
         if not q_slices:
             raise SystemExit(f'--level-checkpoint: {args.metric} has no q in its features (a frozen backbone?)')
-        q_slice, level_head = q_slices[0], task.level_head
-        with torch.inference_mode():  # the checkpoint must hold the metric's own encoder
-            q_run = task.model.encoder(_load(pairs[0][1]))['cls'][0].double().numpy()
-        if not np.allclose(q_run, f_clean[0, q_slice], rtol=1e-3, atol=1e-3):
-            raise SystemExit(f'--level-checkpoint {args.level_checkpoint} is not the encoder of {args.metric}: '
-                             'its q differs on the first PolyU image')
+        q_slice, level_head = q_slices[0], net.level_head
+        if args.level_checkpoint:
+            from level_head_check import load_task
+
+            task = load_task(args.level_checkpoint)
+            level_head = task.level_head
+            with torch.inference_mode():  # the checkpoint must hold the metric's own encoder
+                q_run = task.model.encoder(_load(pairs[0][1]))['cls'][0].double().numpy()
+            if not np.allclose(q_run, f_clean[0, q_slice], rtol=1e-3, atol=1e-3):
+                raise SystemExit(f'--level-checkpoint {args.level_checkpoint} is not the encoder of {args.metric}: '
+                                 'its q differs on the first PolyU image')
         with torch.inference_mode():
             signal = lambda f: level_head(  # noqa: E731
                 torch.as_tensor(f, dtype=torch.float32)[:, q_slice])[:, 0].numpy()
@@ -343,6 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     result['readouts'] = readout_sweep(net, feats, records.mos, splits, reg, f_clean, f_noisy,
                                        (clive_noise, n_c, n_n), rows, gammas=gammas, all_stages_probe=probe)
 
+    if args.calibrated_penalty:  # 6. the penalty calibrated without PolyU and without MOS
+        from fit_noise_penalty import DEFAULT_TYPES, fitting_photos, noise_photo_features
+
+        photo_feats = noise_photo_features(net, fitting_photos('datasets/pristine', 42), DEFAULT_TYPES, 4.0,
+                                           progress=lambda it: progress(iterable=it, desc='calibration photos',
+                                                                        unit='photo'))
+        with torch.inference_mode():
+            photo_noise = signal(photo_feats.reshape(-1, photo_feats.shape[-1])).reshape(photo_feats.shape[:2]) / scale
+        result['calibrated'] = calibrated_sweep(net, feats, records.mos, splits, reg, (f_clean, f_noisy),
+                                                (clive_noise, n_c, n_n), photo_feats, photo_noise)
+
     # 5. how loud is the real noise next to what CLIVE's photos carry, and what CLIVE's MOS says of it
     floors = {'polyu_noisy': [noise_floor(_load(a)) for a, _ in pairs],
               'polyu_clean': [noise_floor(_load(b)) for _, b in pairs],
@@ -385,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
            '|---|---|---|---|---|',
            *[f"| {r['head']} | k = {r['stages_from']}, gamma {r['gamma']} | {r['dims']} | "
              f"{r['clive_srcc_median']:.4f} | {r['polyu_clean_preferred']:.2f} |" for r in result['readouts']]]
+    if 'calibrated' in result:
+        md += ['', f'| plain ridge, stages >= k (+ q); minus gamma x max(0, {penalty} - threshold), calibrated '
+               'without PolyU | gamma (median) | CLIVE photos charged | synthetic noise: clean preferred, plain / '
+               'penalised | CLIVE SRCC | PolyU clean preferred |', '|---|---|---|---|---|---|',
+               *[f"| k = {r['stages_from']}, threshold: clean photos' {r['quantile']:.2f} quantile | "
+                 f"{r['gamma_median']:.2f} | {r['clive_charged']:.2f} | {r['synthetic_clean_preferred']:.2f} / "
+                 f"{r['synthetic_clean_preferred_penalised']:.2f} | {r['clive_srcc_median']:.4f} | "
+                 f"{r['polyu_clean_preferred']:.2f} |" for r in result['calibrated']]]
     nf = result['noise_floor']
     md += ['', '| pixel noise floor (x 1000; 5x5 std of the luma high-pass, 20th percentile) | quartiles |',
            '|---|---|',
