@@ -285,6 +285,13 @@ def test_the_level_head_is_exported_with_the_encoder_and_reads_q(image_dir, tmp_
         reading = net.level_reading(net.forward_features(x))
         expected = task.level_head(task.model.eval().encoder(x)['cls'])
     torch.testing.assert_close(reading, expected, rtol=1e-4, atol=1e-4)
+    # a head fitted on another read-out of the same encoder (fit_regressor's load_encoder) keeps the level head
+    from crossiqa_pyiqa.regression.head import load_encoder
+
+    other = load_encoder(path, feature_blocks=[4, 5, 6, 7])
+    assert other.config['feature_blocks'] == (4, 5, 6, 7) and other.info['level_head'] == net.info['level_head']
+    with torch.no_grad():
+        torch.testing.assert_close(other.level_reading(other.forward_features(x)), reading, rtol=1e-4, atol=1e-4)
     half = net.save_pretrained(str(tmp_path / 'half.safetensors'), dtype=torch.float16)
     assert CrossIQA(pretrained_model_path=half, freeze_encoder=True).level_head.weight.dtype == torch.float32
     # a metric that would charge the reading refuses an uncalibrated head, and a file without one

@@ -55,6 +55,8 @@ def load_encoder(path: str | os.PathLike | None = None, seed: int | None = None,
         net.decoder.load_state_dict(base.decoder.state_dict())
         net.info = {**base.info, 'has_fitted_head': False, 'has_pristine_stats': False,
                     'encoder_from_fitted_file': str(path)}
+        if base.level_head is not None:  # the pretext's level head reads q, which no layout option changes
+            net.set_level_head(base.level_head, base.info['level_head'])
         return net.eval()
     if seed is None:
         raise ValueError('Give an encoder weight file, or a seed for a randomly initialised encoder.')
