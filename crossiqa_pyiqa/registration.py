@@ -22,6 +22,13 @@ PLUGIN_METRICS: dict[str, dict[str, Any]] = {
     # noise ranked below its clean scene far more often, at a CLIVE cost (README, "crossiqa-noiseaware")
     'crossiqa-noiseaware': {**_entry('crossiqa_lite0_livec', score_range='~-40, ~125'),
                             'metric_opts': {**_entry('crossiqa_lite0_livec')['metric_opts'], 'noise_penalty': 38.0}},
+    # its own file (README, "crossiqa-noiseaware-pretext"): the pretext trained with the level term (it reads a
+    # view's noise level, no MOS), a head on stages >= 4 and q, and the score less 27.598 points per unit
+    # (level / 5) of the pretext's noise reading above clean photos' median; threshold and penalty fitted without
+    # MOS or real noise (scripts/fit_noise_penalty.py, stored in the file's metadata)
+    'crossiqa-noiseaware-pretext': {**_entry('crossiqa_lite0_noiseaware', score_range='~-40, ~125'),
+                                    'metric_opts': {**_entry('crossiqa_lite0_noiseaware')['metric_opts'],
+                                                    'noise_penalty': 27.598, 'noise_source': 'level'}},
     # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels)
     'crossiqa-zs': _entry('crossiqa_lite0_livec', 'zeroshot', score_range='-inf, inf'),
     # the earlier model: a tiny ViT trained from scratch on 518 images (README, "crossiqa-tiny")

@@ -319,7 +319,8 @@ def test_fit_noise_penalty_calibrates_the_level_reading_and_the_metric_charges_i
     exported = task.export(str(tmp_path / 'level.safetensors'), {'steps': 0})
     net = CrossIQA(pretrained_model_path=exported, freeze_encoder=True)
     pristine = tmp_path / 'pristine'
-    for folder, names in (('mcmaster', ('astronaut', 'coffee', 'chelsea')), ('bsds500', ('rocket', 'hubble_deep_field'))):
+    folders = {'mcmaster': ('astronaut', 'coffee', 'chelsea'), 'bsds500': ('rocket', 'hubble_deep_field')}
+    for folder, names in folders.items():
         (pristine / folder).mkdir(parents=True)
         for name in names:
             Image.fromarray(getattr(skimage.data, name)()[:160, :192, :3]).save(pristine / folder / f'{name}.png')

@@ -383,6 +383,23 @@ def main(argv: list[str] | None = None) -> int:
                                                   for q, te in preds])),
             'polyu_clean_preferred': float(((s_c - g * clip(n_c)) > (s_n - g * clip(n_n))).mean())}
 
+    if net.noise_penalty:  # the metric's own penalty (fixed gamma and source), on the same splits' plain ridge
+        if probe is None:
+            probe = linear_probe(feats, records.mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
+                                 reg['cv_scoring'])
+        with torch.inference_mode():
+            charge = lambda f: net.noise_penalty * net.penalised_noise(  # noqa: E731
+                torch.as_tensor(f, dtype=torch.float32)).double().numpy()
+            own = (net.score_features(fc)[:, 0] > net.score_features(fn)[:, 0]).float().mean().item()
+            clive_charge, c_charge, n_charge = charge(feats), charge(f_clean), charge(f_noisy)
+        result['metric_penalty'] = {
+            'gamma': net.noise_penalty, 'source': net.noise_source, 'polyu_clean_preferred_metric': own,
+            'clive_srcc_median': float(np.median([spearmanr(p - clive_charge[te], records.mos[te])[0]
+                                                  for p, te in zip(probe.predictions, probe.test_indices)])),
+            'clive_srcc_median_without': float(np.median(probe.srcc)),
+            'polyu_clean_preferred': float(np.median([
+                ((m.predict(f_clean) - c_charge) > (m.predict(f_noisy) - n_charge)).mean() for m in probe.models]))}
+
     # 4. where the preference for grain lives, and readouts without it
     result['attribution'] = block_attribution(net, f_clean, f_noisy)
     rows = None
@@ -435,6 +452,13 @@ def main(argv: list[str] | None = None) -> int:
                  for r in result['tradeoff']],
                '| {gamma} x noise strength (clipped to [0, 1]; `crossiqa-noiseaware`) | {clive_srcc_median:.4f} | '
                '{polyu_clean_preferred:.2f} |'.format(**result['noiseaware'])]
+    if 'metric_penalty' in result:
+        r = result['metric_penalty']
+        md += ['', f"| the metric's own penalty ({r['gamma']:g} x its `{r['source']}` noise) | CLIVE SRCC (10 splits, "
+               'plain ridge) | PolyU clean preferred (split heads / the metric) |', '|---|---|---|',
+               f"| without | {r['clive_srcc_median_without']:.4f} | |",
+               f"| with | {r['clive_srcc_median']:.4f} | {r['polyu_clean_preferred']:.2f} / "
+               f"{r['polyu_clean_preferred_metric']:.2f} |"]
     for key, label in (('level_head_higher_on_noisy', "the pretext level head's noise reading"),
                        ('level_direction_higher_on_noisy', 'the level direction fitted on the features')):
         if key in result:
