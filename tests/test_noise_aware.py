@@ -71,8 +71,8 @@ def test_faint_grain_on_smooth_content_scores_below_the_clean_photo(metrics, pho
         assert a[0] - a[i] > p[0] - p[i]
 
 
-def test_blur_and_jpeg_rank_as_with_the_plain_score(metrics):
-    plain, aware = metrics
+def assert_blur_and_jpeg_rank_alike(plain, aware) -> None:
+    """A noise penalty leaves the order of blur and JPEG levels as the score without it has it."""
     x = smooth_photo('coffee')
     g = torch.Generator().manual_seed(1)
     for kind in ('gaussian_blur', 'jpeg'):
@@ -82,15 +82,23 @@ def test_blur_and_jpeg_rank_as_with_the_plain_score(metrics):
         assert list(np.argsort(-p.numpy())) == list(np.argsort(-a.numpy())), kind
 
 
-def test_the_map_charges_noise_once(metrics):
-    plain, aware = metrics
+def assert_map_charges_noise_once(plain, aware) -> tuple:
+    """The same local values (the map takes the score's own noise penalty back out and charges MAP_PENALTY's,
+    never twice), each centred on its own score; returns the two explanations."""
     x = noisy_versions(smooth_photo('rocket'))['luma sigma 4/255']
     e_plain, e_aware = explain(x, metric=plain), explain(x, metric=aware)
-    assert e_aware.score < e_plain.score - 1
-    # the same local values (the map tops the score's own noise penalty up to MAP_PENALTY, never twice),
-    # each centred on its own score
     np.testing.assert_allclose(e_aware.quality_map - e_aware.score, e_plain.quality_map - e_plain.score, atol=1e-3)
     assert e_aware.families == e_plain.families
+    return e_plain, e_aware
+
+
+def test_blur_and_jpeg_rank_as_with_the_plain_score(metrics):
+    assert_blur_and_jpeg_rank_alike(*metrics)
+
+
+def test_the_map_charges_noise_once(metrics):
+    e_plain, e_aware = assert_map_charges_noise_once(*metrics)
+    assert e_aware.score < e_plain.score - 1
 
 
 @pytest.mark.parametrize('value, message', [(-1, '>= 0'), (float('nan'), 'finite'), ('much', 'a number')])
