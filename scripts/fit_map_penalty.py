@@ -96,14 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     import crossiqa_pyiqa  # noqa: F401
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA, DEFAULT_WEIGHTS, default_weight_path
-    from crossiqa_pyiqa.regression.features import folder_images
+    from fit_noise_penalty import fitting_photos  # the same photos (scripts/ is on the path of a script)
 
     net = CrossIQA(pretrained_model_path=args.weights or default_weight_path(DEFAULT_WEIGHTS))
     try:
         net.require_diagnosis()
-        bsds = folder_images(os.path.join(args.pristine, 'bsds500'))
-        photos = folder_images(os.path.join(args.pristine, 'mcmaster')) + bsds[::max(1, len(bsds) // args.bsds)][
-            :args.bsds]
+        photos = fitting_photos(args.pristine, args.bsds)
     except (RuntimeError, FileNotFoundError) as error:
         print(f'fit_map_penalty: error: {error}', file=sys.stderr)
         return 1
