@@ -166,13 +166,14 @@ def block_attribution(net, f_clean: np.ndarray, f_noisy: np.ndarray) -> list[dic
 
 def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_clean: np.ndarray,
                   f_noisy: np.ndarray, noise: tuple, rows=None, lowest: tuple = (0, 3, 4, 5, 6),
-                  gammas: tuple = (0, 10, 20, 40), all_stages_probe=None) -> list[dict]:
+                  gammas: tuple = (0, 10, 20, 40), all_stages_probe=None, probes: dict | None = None) -> list[dict]:
     """Heads that read only stages >= k (and ``q``), each minus gamma x the ``noise`` head.
 
     A ridge per CLIVE split (the fit protocol), plain and, with ``rows`` (the synthetic
     ranking pairs), the shipped ridge+ranking recipe; CLIVE SRCC is the median over splits,
     PolyU's clean-preferred fraction the median over the splits' heads. ``all_stages_probe``:
-    the plain ridge probe on every feature, when the caller has fitted it already.
+    the plain ridge probe on every feature, when the caller has fitted it already. ``probes``: filled with
+    each k's plain ridge fit, for a later section to reuse.
     """
     from scipy.stats import spearmanr
 
@@ -192,6 +193,8 @@ def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_
         else:
             probe = linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
                                  reg['cv_scoring'], ranking=sub)
+        if head == 'ridge' and probes is not None:
+            probes[k] = probe
         s_c = [m.predict(f_clean[:, cols]) for m in probe.models]
         s_n = [m.predict(f_noisy[:, cols]) for m in probe.models]
         for g in gammas:
@@ -206,11 +209,12 @@ def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_
 
 def calibrated_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, polyu: tuple, noise: tuple,
                      photo_feats: np.ndarray, photo_noise: np.ndarray, lowest: tuple = (0, 4, 5),
-                     quantiles: tuple = (0.25, 0.5, 0.75)) -> list[dict]:
+                     quantiles: tuple = (0.25, 0.5, 0.75), probes: dict | None = None) -> list[dict]:
     """The penalty ``gamma * max(0, noise - threshold)`` fixed as ``scripts/fit_noise_penalty.py`` fixes it, for
     each split's plain ridge reading stages >= k: threshold = a quantile of clean photos' reading, gamma = the
     head's own cost of a unit of the reading on synthetic noise (``photo_feats``: clean photo first, then its
-    noisy versions). No PolyU and no MOS beyond the split's own head; then CLIVE and PolyU as in section 4."""
+    noisy versions). No PolyU and no MOS beyond the split's own head; then CLIVE and PolyU as in section 4.
+    ``probes``: section 4's plain ridge fits by k (``readout_sweep``), reused instead of fitted again."""
     from scipy.stats import spearmanr
 
     from fit_noise_penalty import clean_preferred, fit_gamma
@@ -222,8 +226,8 @@ def calibrated_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict,
     for k in lowest:
         cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
                                if stage is None or stage >= k])
-        probe = linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
-                             reg['cv_scoring'])
+        probe = (probes or {}).get(k) or linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'],
+                                                      reg['seed'], reg['cv_scoring'])
         for quantile in quantiles:
             threshold = float(np.quantile(photo_noise[:, 0], quantile))
             gate = lambda a: np.maximum(a - threshold, 0)  # noqa: E731
@@ -407,8 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         from crossiqa_pyiqa.regression.ranking_pairs import ranking_pairs
 
         rows = ranking_pairs(net, reg['ranking'], opt.get('cache_dir')).as_rows(reg['ranking'])
+    plain_probes: dict = {}
     result['readouts'] = readout_sweep(net, feats, records.mos, splits, reg, f_clean, f_noisy,
-                                       (clive_noise, n_c, n_n), rows, gammas=gammas, all_stages_probe=probe)
+                                       (clive_noise, n_c, n_n), rows, gammas=gammas, all_stages_probe=probe,
+                                       probes=plain_probes)
 
     if args.calibrated_penalty:  # 6. the penalty calibrated without PolyU and without MOS
         from fit_noise_penalty import DEFAULT_TYPES, fitting_photos, noise_photo_features
@@ -419,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             photo_noise = signal(photo_feats.reshape(-1, photo_feats.shape[-1])).reshape(photo_feats.shape[:2]) / scale
         result['calibrated'] = calibrated_sweep(net, feats, records.mos, splits, reg, (f_clean, f_noisy),
-                                                (clive_noise, n_c, n_n), photo_feats, photo_noise)
+                                                (clive_noise, n_c, n_n), photo_feats, photo_noise,
+                                                probes=plain_probes)
 
     # 5. how loud is the real noise next to what CLIVE's photos carry, and what CLIVE's MOS says of it
     floors = {'polyu_noisy': [noise_floor(_load(a)) for a, _ in pairs],

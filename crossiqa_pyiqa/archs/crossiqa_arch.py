@@ -701,9 +701,10 @@ class CrossIQA(nn.Module):
         until calibrated: ``scripts/fit_noise_penalty.py`` moves the noise output's 0 to a clean photo's level.
         """
         self.require_level_head()
-        q = next(sl for label, _, sl in self.feature_groups() if label.split(' @')[0] == 'q')  # first scale's
+        if getattr(self, '_q_columns', None) is None:  # the layout is fixed at construction: found once
+            self._q_columns = next(sl for label, _, sl in self.feature_groups() if label.split(' @')[0] == 'q')
         with full_precision(features.device):
-            return self.level_head(features[:, q].float())
+            return self.level_head(features[:, self._q_columns].float())
 
     # --------------------------------------------------------------- diagnosis
     def require_diagnosis(self) -> DiagnosisHeads:
