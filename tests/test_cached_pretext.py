@@ -155,6 +155,38 @@ def test_level_strengths_take_the_largest_step_of_each_group():
     assert torch.allclose(s, torch.tensor([[0.8, 0, 0], [0, 1.0, 0], [0, 0, 0.2], [0, 0, 0]]))
 
 
+def test_level_groups_option_adds_colour_exposure_and_contrast(image_dir, tmp_path):
+    """``train.loss.level_groups`` picks the groups (the library's families) the level head is asked for, in order."""
+    from crossiqa_pyiqa.image_files import find_images
+    from crossiqa_pyiqa.train.cached_pretext import level_groups, level_membership
+    from torch.utils.data import default_collate
+
+    groups = level_groups(['colour', 'exposure', 'contrast'])
+    assert {'color_saturation_1', 'white_balance'} <= set(groups['colour'])
+    assert {'darken', 'overexposure', 'underexposure', 'low_light'} <= set(groups['exposure'])
+    assert groups['contrast'] == ('contrast_change',)
+    membership = level_membership(['white_balance', 'low_light', 'jpeg'], level_groups(['noise', 'exposure']))
+    assert membership.tolist() == [[0, 0], [1, 1], [0, 0]]  # low light: gain noise and exposure
+    for bad in (['noise', 'hue'], ['noise', 'noise'], [], 'noise'):
+        with pytest.raises(ValueError, match='level_groups'):
+            level_groups(bad)
+    task = _small_task(image_dir, str(tmp_path / 'cache'), 'train.loss.level_weight=1',
+                       'train.loss.level_groups=[noise,colour,exposure]',
+                       'degradations.weights={white_noise: 1.0, color_saturation_1: 1.0, darken: 1.0}')
+    assert task.level_head.out_features == 3
+    pairs = task.make_dataset(find_images(image_dir), str(tmp_path))
+    _, logs = task(default_collate([pairs[i] for i in range(4)]))
+    assert {'mse_level_noise', 'mse_level_colour', 'mse_level_exposure'} <= set(logs) and 'mse_level_blur' not in logs
+    path = task.export(str(tmp_path / 'level.safetensors'), {'steps': 0})
+    from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
+
+    assert CrossIQA(pretrained_model_path=path, freeze_encoder=True).info['level_head']['outputs'] == [
+        'noise', 'colour', 'exposure']
+    with pytest.raises(ValueError, match=r"no type of level group\(s\) \['contrast'\]"):
+        _small_task(image_dir, str(tmp_path / 'cache'), 'train.loss.level_weight=1',
+                    'train.loss.level_groups=[noise,contrast]', 'degradations.weights={white_noise: 1.0}')
+
+
 def test_cached_pretext_trains_resumes_and_exports(image_dir, tmp_path):
     cache = str(tmp_path / 'cache')
     argv = ['-opt', OPTIONS, '--out', str(tmp_path / 'run'), '--summary', str(tmp_path / 's.json'),
@@ -237,7 +269,7 @@ def test_cached_specs_are_the_degradations_the_views_were_made_with(image_dir, t
 
 def test_level_term_reads_q_differences_and_trains_q(image_dir, tmp_path):
     """The level head's error is on (q_a - q_b) vs the strength difference, and its gradient reaches the encoder."""
-    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
+    from crossiqa_pyiqa.train.cached_pretext import DEFAULT_LEVEL_GROUPS
     from crossiqa_pyiqa.image_files import find_images
     from torch.utils.data import default_collate
 
@@ -253,7 +285,7 @@ def test_level_term_reads_q_differences_and_trains_q(image_dir, tmp_path):
     batch = default_collate([pairs[i] for i in range(6)])
     loss_plain, _ = plain(batch)
     loss, logs = with_level(batch)
-    assert set(logs) >= {'loss_level', *(f'mse_level_{g}' for g in LEVEL_GROUPS)}
+    assert set(logs) >= {'loss_level', *(f'mse_level_{g}' for g in DEFAULT_LEVEL_GROUPS)}
     assert loss.item() == pytest.approx(loss_plain.item() + 2 * logs['loss_level'], rel=1e-4)
     stage6 = [p for n, p in with_level.model.encoder.named_parameters() if p.requires_grad and 'backbone' in n]
     grads = torch.autograd.grad(loss - loss_plain, stage6, allow_unused=True)
@@ -267,7 +299,7 @@ def test_the_level_head_is_exported_with_the_encoder_and_reads_q(image_dir, tmp_
     """The weight file carries the level head (float32 in an fp16 file); the metric's reading is that head on q."""
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA
     from crossiqa_pyiqa.image_files import find_images
-    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
+    from crossiqa_pyiqa.train.cached_pretext import DEFAULT_LEVEL_GROUPS
 
     torch.manual_seed(0)
     task = _small_task(image_dir, str(tmp_path / 'cache'), 'train.loss.level_weight=1')
@@ -278,7 +310,7 @@ def test_the_level_head_is_exported_with_the_encoder_and_reads_q(image_dir, tmp_
     assert task.model.level_head is None and 'level_head' not in task.model.info  # attached for the file only
     assert 'model.level_head.weight' not in task.state_dict()  # checkpoints keep their keys
     net = CrossIQA(pretrained_model_path=path, freeze_encoder=True)
-    assert net.info['level_head']['outputs'] == list(LEVEL_GROUPS)
+    assert net.info['level_head']['outputs'] == list(DEFAULT_LEVEL_GROUPS)
     torch.testing.assert_close(net.level_head.weight, task.level_head.weight)
     x = torch.cat([_photo('chelsea', 128), _photo('coffee', 128)])
     with torch.no_grad():

@@ -14,8 +14,9 @@ view's colour and band energy, and real sensor grain *is* band energy, so ``q`` 
 tell grain from detail (docs/ABLATIONS.md, "Where the preference for real grain lives"). The
 cache keeps each view's degradation spec, so a linear head can be asked to read, from the
 difference of the two views' ``q`` (same crop, so the content cancels), how much more noise,
-blur and sharpening one view has than the other (:data:`LEVEL_GROUPS`). The labels are the
-synthetic degradations' own levels: no human score is used.
+blur and sharpening one view has than the other (``train.loss.level_groups`` may add colour,
+exposure and contrast; :data:`LEVEL_GROUPS`). The labels are the synthetic degradations' own
+levels: no human score is used.
 """
 from __future__ import annotations
 
@@ -32,24 +33,44 @@ from crossiqa_pyiqa.train.registry import PretextTask, register_task
 CACHE_DEFAULTS = {'dir': None, 'crops': 2048, 'views': 8, 'shard_crops': 64}
 LOSS_DEFAULTS = {'self_weight': 0.0, 'colour_weight': 10.0, 'fine_weight': 1.0, 'middle_weight': 1.0,
                  'level_weight': 0.0}
+#: The level groups the level term asks for unless ``train.loss.level_groups`` names others.
+DEFAULT_LEVEL_GROUPS = ('noise', 'blur', 'sharpen')
 
 
 def _level_groups() -> dict[str, tuple[str, ...]]:
     from crossiqa_pyiqa.degradations.families import TYPE_FAMILIES
 
-    return {'noise': tuple(t for t, f in TYPE_FAMILIES.items() if 'noise' in f.families),
+    def family(name: str) -> tuple[str, ...]:
+        return tuple(t for t, f in TYPE_FAMILIES.items() if name in f.families)
+
+    return {'noise': family('noise'),
             'blur': tuple(t for t, f in TYPE_FAMILIES.items() if f.family == 'blur'),
-            'sharpen': ('high_sharpen',)}
+            'sharpen': ('high_sharpen',),
+            'colour': family('colour'), 'exposure': family('exposure'), 'contrast': family('contrast')}
 
 
-#: What the level term reads from q: a view's strength in a group is the largest level/5 of its spec's steps
-#: of that group's types (0 if none). Noise includes low_light (gain noise); sharpening adds fine energy too.
+#: What the level term can read from q: a view's strength in a group is the largest level/5 of its spec's steps
+#: of that group's types (0 if none). Noise includes low_light (gain noise); sharpening adds fine energy too;
+#: colour, exposure and contrast are the library's families of those names (degradations/families.py).
 LEVEL_GROUPS: dict[str, tuple[str, ...]] = _level_groups()
 
 
-def level_membership(names: Sequence[str]) -> torch.Tensor:
-    """(types, groups) 0/1: which :data:`LEVEL_GROUPS` each of ``names`` belongs to."""
-    return torch.tensor([[float(t in types) for types in LEVEL_GROUPS.values()] for t in names])
+def level_groups(names: Any) -> dict[str, tuple[str, ...]]:
+    """The :data:`LEVEL_GROUPS` named by ``train.loss.level_groups``, in order; refuses unknown or repeated ones."""
+    if isinstance(names, str) or not names:
+        raise ValueError(f'train.loss.level_groups must be a non-empty list of {sorted(LEVEL_GROUPS)}, got {names!r}')
+    names = [str(n) for n in names]
+    unknown = sorted(set(names) - set(LEVEL_GROUPS))
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f'train.loss.level_groups: unknown or repeated group(s) in {names}; choose from '
+                         f'{sorted(LEVEL_GROUPS)}')
+    return {n: LEVEL_GROUPS[n] for n in names}
+
+
+def level_membership(names: Sequence[str], groups: dict[str, tuple[str, ...]] | None = None) -> torch.Tensor:
+    """(types, groups) 0/1: which of ``groups`` (default: :data:`DEFAULT_LEVEL_GROUPS`) each of ``names`` is in."""
+    groups = level_groups(DEFAULT_LEVEL_GROUPS) if groups is None else groups
+    return torch.tensor([[float(t in types) for types in groups.values()] for t in names])
 
 
 def shard_generator(seed: int, first_crop: int) -> torch.Generator:
@@ -104,7 +125,7 @@ class CachedCrossIQAPretext(PretextTask):
             raise ValueError(f'Unknown datasets.train.view_cache option(s) {sorted(unknown)}; valid: '
                              f'{sorted(CACHE_DEFAULTS)}')
         self.cache_opts = {**CACHE_DEFAULTS, **cache}
-        loss = {**LOSS_DEFAULTS, **(opt['train'].get('loss') or {})}
+        loss = {**LOSS_DEFAULTS, 'level_groups': DEFAULT_LEVEL_GROUPS, **(opt['train'].get('loss') or {})}
         if any(float(loss[k]) < 0 for k in LOSS_DEFAULTS):
             raise ValueError(f'train.loss weights must be >= 0, got {loss}')
         self.self_weight = float(loss['self_weight'])
@@ -114,14 +135,15 @@ class CachedCrossIQAPretext(PretextTask):
             raise ValueError('train.loss: colour_weight, fine_weight and middle_weight are all 0')
         self.register_buffer('target_weights', weights / weights.mean(), persistent=False)
         self.level_weight = float(loss['level_weight'])
+        self.level_groups = level_groups(loss['level_groups'])
         if self.level_weight > 0:  # only then: checkpoints of runs without the term keep loading
-            membership = level_membership(self.sampler.names)
+            membership = level_membership(self.sampler.names, self.level_groups)
             if not membership.any(dim=0).all():
-                absent = [g for g, m in zip(LEVEL_GROUPS, membership.any(dim=0)) if not m]
+                absent = [g for g, m in zip(self.level_groups, membership.any(dim=0)) if not m]
                 raise ValueError(f'train.loss.level_weight > 0 but degradations.weights draws no type of level '
-                                 f'group(s) {absent}; groups: {dict(LEVEL_GROUPS)}')
+                                 f'group(s) {absent}; groups: {self.level_groups}')
             self.register_buffer('level_membership', membership, persistent=False)
-            self.level_head = torch.nn.Linear(c['embed_dim'], len(LEVEL_GROUPS))
+            self.level_head = torch.nn.Linear(c['embed_dim'], len(self.level_groups))
         self.groups = groups
         self.seed = int(opt.get('manual_seed', 0))
         self.crop = crop
@@ -231,7 +253,7 @@ class CachedCrossIQAPretext(PretextTask):
             level = err.mean()
             loss = loss + self.level_weight * level
             logs['loss_level'] = level.item()
-            for j, name in enumerate(LEVEL_GROUPS):
+            for j, name in enumerate(self.level_groups):
                 logs[f'mse_level_{name}'] = err[:, j].mean().item()
         logs['loss'] = loss.item()
         return loss, logs
@@ -243,7 +265,7 @@ class CachedCrossIQAPretext(PretextTask):
         if self.level_weight <= 0:
             return self.model.save_pretrained(path, info)
         self.model.set_level_head(self.level_head, {
-            'outputs': list(LEVEL_GROUPS), 'groups': {k: list(v) for k, v in LEVEL_GROUPS.items()},
+            'outputs': list(self.level_groups), 'groups': {k: list(v) for k, v in self.level_groups.items()},
             'target': 'level / 5 difference of two views of one crop, read from q_a - q_b', 'level_weight':
             self.level_weight})
         try:  # attached for the file only: the trainer's checkpoints keep the head under the task

@@ -47,7 +47,8 @@ def _degradation_keys() -> set[str]:
 LOSS_KEYS: dict[str, tuple[str, ...]] = {
     'crossiqa_pretext': ('self_weight', 'norm_pix', 'lowfreq_weight', 'highfreq_weight', 'invariance_weight',
                          'invariance_temperature', 'cross_partner'),
-    'crossiqa_cached_pretext': ('self_weight', 'colour_weight', 'fine_weight', 'middle_weight', 'level_weight'),
+    'crossiqa_cached_pretext': ('self_weight', 'colour_weight', 'fine_weight', 'middle_weight', 'level_weight',
+                                'level_groups'),
     'grepq_lowlevel': ('tau', 'fsim_window', 'fsim_downsample'),
     'grepq_highlevel': ('group_size', 'temperature', 'projection_dim'),
 }
