@@ -44,6 +44,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -80,18 +81,21 @@ def noise_floor(x: torch.Tensor, quantile: float = 0.2) -> float:
     return float(torch.quantile(sd.flatten()[::7], quantile))
 
 
-def level_direction(net, degradations: dict, n_images: int = 500, crop: int = 224, seed: int = 0) -> tuple:
-    """The frozen-backbone analogue of a pretext level head, no MOS: a ridge direction on the metric's own
-    standardised feature differences of two views of one crop, drawn by the pretext's degradation sampler,
-    against the views' noise-strength difference (``LEVEL_GROUPS['noise']``, as the level term's target)."""
+def level_direction(net, degradations: dict, n_images: int = 500, crop: int = 224, seed: int = 0,
+                    groups: Sequence[str] = ('noise',)) -> tuple:
+    """The frozen-backbone analogue of a pretext level head, no MOS: ridge directions (features, groups) on the
+    metric's own standardised feature differences of two views of one crop, drawn by the pretext's degradation
+    sampler, against the views' strength difference in each of ``groups`` (``LEVEL_GROUPS``, the level term's
+    target)."""
     from crossiqa_pyiqa.degradations import DegradationSampler
     from crossiqa_pyiqa.paths import resolve
     from crossiqa_pyiqa.regression.features import folder_images, progress
-    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
+    from crossiqa_pyiqa.train.cached_pretext import level_groups
 
     sampler = DegradationSampler(**degradations)
-    noise = set(LEVEL_GROUPS['noise'])
-    strength = lambda spec: max((float(lv) / 5 for t, lv in spec if t in noise), default=0.0)  # noqa: E731
+    members = [set(types) for types in level_groups(groups).values()]
+    strength = lambda spec: [max((float(lv) / 5 for t, lv in spec if t in m), default=0.0)  # noqa: E731
+                             for m in members]
     paths = [p for d in ('datasets/pristine/bsds500', 'datasets/pristine/mcmaster') for p in folder_images(resolve(d))]
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -106,8 +110,8 @@ def level_direction(net, degradations: dict, n_images: int = 500, crop: int = 22
             f = net.forward_features(views).double().numpy()
             fa.append(f[0])
             fb.append(f[1])
-            target.append(strength(specs[0]) - strength(specs[1]))
-    fa, fb, target = np.stack(fa), np.stack(fb), np.asarray(target)
+            target.append(np.subtract(strength(specs[0]), strength(specs[1])))
+    fa, fb, target = np.stack(fa), np.stack(fb), np.stack(target)
     std = np.concatenate([fa, fb]).std(0) + 1e-6
     d = np.concatenate([(fa - fb) / std, (fb - fa) / std])
     y = np.concatenate([target, -target])
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         from crossiqa_pyiqa.train.trainer import read_checkpoint
 
         w, std = level_direction(net, read_checkpoint(args.level_direction)['options']['degradations'])
-        signal = lambda f: (f / std) @ w  # noqa: E731  (higher = noisier)
+        signal = lambda f: (f / std) @ w[:, 0]  # noqa: E731  (higher = noisier)
         clive_signal = signal(feats)
         scale = clive_signal.std()
         clive_noise, n_c, n_n = clive_signal / scale, signal(f_clean) / scale, signal(f_noisy) / scale
