@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pristine_dir', default=None, help='ranking mode: held-out pristine images')
     parser.add_argument('--ranking_max_images', type=int, default=None)
     parser.add_argument('--ranking_crop', type=int, default=256, help='centre crop of pristine images (0: none)')
+    parser.add_argument('--ranking_level_draws', choices=('nested', 'independent'), default='nested',
+                        help='nested: one random draw (sign, direction, positions) per image x type, shared by its '
+                             'levels (the L-test as Waterloo defines it); independent: a fresh draw per level '
+                             '(the protocol of stops up to 31)')
     parser.add_argument('--ranking_types', nargs='+', default=None,
                         help='degradation types for --mode ranking: names (camera family included) or the '
                              'shorthands kadid, camera, all (default: the 25 KADID types)')
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             save_result_path=args.save_result_path, markdown_path=args.markdown, max_images=args.max_images,
             scatter_metric=args.scatter_metric, pristine_dir=args.pristine_dir,
             ranking_max_images=args.ranking_max_images, ranking_crop=args.ranking_crop or None,
-            ranking_types=args.ranking_types, device='cuda' if args.use_gpu else 'cpu',
+            ranking_types=args.ranking_types, ranking_level_draws=args.ranking_level_draws,
+            device='cuda' if args.use_gpu else 'cpu',
             reverse_order=args.reverse_order)
         run(cfg)
     except (DatasetError, KeyError, ValueError, FileNotFoundError, ImportError) as error:

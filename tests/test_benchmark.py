@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -143,6 +144,45 @@ def test_ranking_statistics_sign_and_perfect_metric():
     blind = ranking_tests(items, np.zeros(len(items)), lower_better=False)
     assert blind['b']['l_srcc'] == 0.0 and blind['b']['d_pair'] == 0.5
     assert auc(np.array([1.0, 2.0]), np.array([0.0, 3.0])) == pytest.approx(0.5)
+
+
+def test_nested_level_draws_make_each_level_the_same_distortion_stronger(tmp_path):
+    """The L-test's levels of a randomly drawn type (sign, direction, positions) share one draw when nested:
+    mean_shift keeps its sign, the patch types' damaged pixels grow, and no type's pixel deviation falls with
+    the level. Independent draws (the ranking pairs') may flip mean_shift's sign between levels."""
+    from skimage import data
+
+    from crossiqa_pyiqa.regression.degraded import DegradedReader, RankingItem, load_degradations
+
+    _, apply = load_degradations()
+    paths = []
+    for k, name in enumerate(('astronaut', 'coffee', 'chelsea')):
+        paths.append(str(tmp_path / f'{name}.png'))
+        rgb = torch.from_numpy(getattr(data, name)()[k * 20:k * 20 + 96, 100:196]).permute(2, 0, 1) / 255
+        save_png(rgb, Path(paths[-1]))
+    types = ['mean_shift', 'contrast_change', 'non_eccentricity_patch', 'color_block', 'white_balance', 'white_noise']
+    nested = DegradedReader(paths, None, apply, types, seed=123, level_draws='nested')
+    independent = DegradedReader(paths, None, apply, types, seed=123)
+    flips = 0
+    for i in range(len(paths)):
+        clean = nested(RankingItem(i, None, 0))
+        for t in types:
+            levels = [nested(RankingItem(i, t, lv)) for lv in (1, 2, 3, 4, 5)]
+            deviation = [float((x - clean).abs().mean()) for x in levels]
+            assert all(b > a for a, b in zip(deviation, deviation[1:])), (t, i, deviation)
+            if t == 'mean_shift':
+                assert len({np.sign(float((x - clean).mean())) for x in levels}) == 1
+                signs = {np.sign(float((independent(RankingItem(i, t, lv)) - clean).mean())) for lv in range(1, 6)}
+                flips += len(signs) > 1
+            if t in ('non_eccentricity_patch', 'color_block'):
+                masks = [(x - clean).abs().amax(1) > 0 for x in levels]
+                assert all(bool((a <= b).all()) for a, b in zip(masks, masks[1:])), t
+    assert flips >= 1  # measured: all 3 images change sign between independent levels
+    # nested draws depend on the type's name, not on its place in the list
+    alone = DegradedReader(paths, None, apply, ['white_balance'], seed=123, level_draws='nested')
+    assert torch.equal(alone(RankingItem(1, 'white_balance', 3)), nested(RankingItem(1, 'white_balance', 3)))
+    with pytest.raises(ValueError, match='level_draws'):
+        DegradedReader(paths, None, apply, types, level_draws='shared')
 
 
 def test_unknown_metric_and_dataset_fail_clearly(setup, capsys):

@@ -55,6 +55,7 @@ class BenchmarkConfig:
     ranking_max_images: int | None = None
     ranking_crop: int | None = 256
     ranking_types: list[str] | None = None
+    ranking_level_draws: str = 'nested'
     device: str = 'cpu'
     reverse_order: bool = False  # score missing images last-first (a second process sharing the cache)
 
@@ -267,8 +268,11 @@ def run_ranking(cfg: BenchmarkConfig) -> tuple[dict[str, Any], str]:
         types = ranking_types(cfg.ranking_types)
     paths = pristine_paths(cfg.pristine_dir, cfg.ranking_max_images)
     items = ranking_items(len(paths), types)
-    reader = DegradedReader(paths, cfg.ranking_crop, apply_fn, types, seed=cfg.seed)
-    identity = json.dumps({'paths': paths, 'crop': cfg.ranking_crop, 'seed': cfg.seed})
+    reader = DegradedReader(paths, cfg.ranking_crop, apply_fn, types, seed=cfg.seed,
+                            level_draws=cfg.ranking_level_draws)
+    # independent draws are seeded by each type's place in the list, so the list is part of the data
+    draws = 'nested' if cfg.ranking_level_draws == 'nested' else types
+    identity = json.dumps({'paths': paths, 'crop': cfg.ranking_crop, 'seed': cfg.seed, 'level_draws': draws})
     data_id = hashlib.sha256(identity.encode()).hexdigest()[:16]
     results, rows = {}, []
     for spec in cfg.metrics:
@@ -289,7 +293,8 @@ def run_ranking(cfg: BenchmarkConfig) -> tuple[dict[str, Any], str]:
     md_rows = [[t] + [results[m]['tests'].get(t, {}).get(k) for m in names for k in ('l_srcc', 'd_pair')]
                for t in types + ['all']]
     md = (f'### Synthetic ranking tests: {len(paths)} pristine images from {cfg.pristine_dir} '
-          f'(centre crop {cfg.ranking_crop}), {len(types)} types × levels 1..5\n\n'
+          f'(centre crop {cfg.ranking_crop}), {len(types)} types × levels 1..5, {cfg.ranking_level_draws} '
+          'draws across levels\n\n'
           'L = mean over images of SRCC(quality, -level); D = fraction of (pristine, distorted) pairs ranked '
           'correctly.\n\n'
           + report.markdown_table(['type'] + [f'{m} {k}' for m in names for k in ('L', 'D')], md_rows))

@@ -5,12 +5,17 @@ ranking pairs of the regression head (``regression/ranking_pairs.py``).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 LEVELS = (1, 2, 3, 4, 5)
+#: How a type's random draws (sign, direction, positions, noise pattern) relate across its levels:
+#: ``independent``, a fresh draw per level (the ranking pairs' draws); ``nested``, one draw per image x type
+#: shared by all levels, so each level is the same distortion made stronger (the Waterloo L-test).
+LEVEL_DRAWS = ('independent', 'nested')
 
 
 def load_degradations():
@@ -52,12 +57,27 @@ def ranking_items(n_images: int, types: Sequence[str], levels: Sequence[int] = L
 
 
 class DegradedReader:
-    """Reads pristine images once and degrades them deterministically (seed per image × type × level)."""
+    """Reads pristine images once and degrades them deterministically.
 
-    def __init__(self, paths: Sequence[str], crop: int | None, apply_fn, types: Sequence[str], seed: int = 0):
+    ``level_draws='independent'`` seeds each image x type x level on its own (a type drawn in both directions,
+    such as ``mean_shift``, may brighten at one level and darken at the next); ``'nested'`` seeds each image x
+    type once, by the type's name, so its levels share one draw and the seed does not depend on which other
+    types are listed."""
+
+    def __init__(self, paths: Sequence[str], crop: int | None, apply_fn, types: Sequence[str], seed: int = 0,
+                 level_draws: str = 'independent'):
+        if level_draws not in LEVEL_DRAWS:
+            raise ValueError(f'level_draws must be one of {LEVEL_DRAWS}, got {level_draws!r}')
         self.paths, self.crop, self.apply, self.seed = list(paths), crop, apply_fn, seed
+        self.level_draws = level_draws
         self.type_index = {t: k for k, t in enumerate(types)}
         self._cache: dict[int, torch.Tensor] = {}
+
+    def item_seed(self, item: RankingItem) -> int:
+        base = self.seed * 1_000_003 + item.image * 1009
+        if self.level_draws == 'nested':
+            return base + zlib.crc32(item.dtype.encode()) * 7
+        return base + self.type_index[item.dtype] * 11 + item.level
 
     def pristine(self, i: int) -> torch.Tensor:
         if i not in self._cache:
@@ -70,6 +90,5 @@ class DegradedReader:
         x = self.pristine(item.image)
         if item.dtype is None:
             return x
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + item.image * 1009 + self.type_index[item.dtype]
-                                          * 11 + item.level)
+        g = torch.Generator().manual_seed(self.item_seed(item))
         return self.apply(x, item.dtype, item.level, generator=g).clamp(0, 1)
