@@ -302,6 +302,25 @@ def test_ranking_pairs_features_cache_and_options(tmp_path):
     np.testing.assert_array_equal(again.diffs, pairs.diffs)
     assert list((tmp_path / 'cache' / 'features').glob('ranking-pairs-*.npz')) == cached
 
+    # ladder: per image x type a second level of the same (nested) draw; the weaker level must win
+    ladder = ranking_options({**opts.as_dict(), 'ladder': True})
+    steps = ranking_pairs(net, ladder, tmp_path / 'cache')
+    assert len(steps) == 8 and steps.better_levels is not None
+    rungs = np.flatnonzero(steps.better_levels > 0)
+    assert len(rungs) == 4 and (steps.better_levels[rungs] < steps.levels[rungs]).all()
+    assert (steps.better_levels[steps.better_levels == 0] == 0).sum() == 4
+    np.testing.assert_allclose(steps.margins(2.0), 2.0 * (steps.levels - steps.better_levels))
+    k = int(rungs[0])
+    nested = DegradedReader([steps.images[k]], 64, apply, ['white_noise', 'gaussian_blur'], seed=0,
+                            level_draws='nested')
+    with torch.inference_mode():
+        f_lo, f_hi = (net.forward_features(nested(RankingItem(0, steps.types[k], int(lv)))).double().numpy()[0]
+                      for lv in (steps.better_levels[k], steps.levels[k]))
+    np.testing.assert_allclose(steps.diffs[k], f_lo - f_hi, rtol=1e-5, atol=1e-6)
+    assert len(list((tmp_path / 'cache' / 'features').glob('ranking-pairs-*.npz'))) == 2  # not the same cache
+    with pytest.raises(ValueError, match='ladder'):
+        ranking_options({**opts.as_dict(), 'ladder': 'yes'})
+
     assert ranking_options(None) is None and ranking_options({}) is None
     import yaml
     opt_file = tmp_path / 'regress.yml'  # a benchmark row can point at a fit's options file

@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         pn, pc = features([n for _, n, _ in polyu]), features([c for _, _, c in polyu])
     if args.smooth_grain:
         d, lv = smooth_grain_pairs(net)
+        better = np.zeros(len(pairs)) if pairs.better_levels is None else pairs.better_levels
         pairs = RankingPairs(diffs=np.concatenate([pairs.diffs, d]), levels=np.concatenate([pairs.levels, lv]),
-                             types=list(pairs.types) + ['grain_smooth'] * len(lv))
+                             types=list(pairs.types) + ['grain_smooth'] * len(lv),
+                             better_levels=np.concatenate([better, np.zeros(len(lv))]))
     alpha = select_alpha(feats, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'])
     types = np.asarray(pairs.types)
     print('| weight | type weights | margin factors | PolyU clean preferred | pairs misordered |'

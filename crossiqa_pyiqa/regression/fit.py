@@ -220,7 +220,7 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
             net.zs_std.fill_(1.0)
             net.zs_coef.zero_()
         if rows is not None:  # no MOS: the synthetic pairs alone, ridge chosen on held-out distortion types
-            direction = pairs_direction(pairs.features, pairs.diffs, pairs.levels, pairs.types)
+            direction = pairs_direction(pairs.features, pairs.diffs, pairs.level_gaps(), pairs.types)
             set_pairs_direction(net, direction)
             info.update({'has_pristine_stats': True, 'zeroshot': 'pairs', 'zeroshot_alpha': direction.alpha,
                          'zeroshot_cv_accuracy': direction.cv_accuracy, 'zeroshot_cv_se': direction.cv_se,

@@ -7,6 +7,11 @@ pristine images, degrade each with the library (every type, one seeded level), a
 the head to score the pristine version above the degraded one by a margin that grows
 with the level. The pairs enter the fit as squared-hinge rows (``ridge.RankingRows``).
 
+With ``ladder: true`` each image x type is also degraded at a second level of the same draw
+(nested levels: the same sign, direction and positions, made stronger), and the head is asked
+to score the weaker level above the stronger one by the margin of their level difference: the
+within-type ordering the L-test measures, which pristine-vs-degraded pairs only imply.
+
 Features of the pairs are cached like dataset features (content hash of encoder,
 image list, crop, seed, types), so a refit of the head reuses them.
 """
@@ -33,6 +38,7 @@ RANKING_DEFAULTS: dict[str, Any] = {
     'weight': 0.3,
     'margin_per_level': 3.0,
     'type_weights': None,  # {type: w}: that type's pairs count w times (default 1 for every type)
+    'ladder': False,  # also (weaker level, stronger level) pairs of one nested draw per image x type
 }
 
 
@@ -46,6 +52,7 @@ class RankingOptions:
     weight: float = 0.3
     margin_per_level: float = 3.0
     type_weights: dict[str, float] | None = None
+    ladder: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in RANKING_DEFAULTS}
@@ -93,10 +100,13 @@ def ranking_options(spec: dict[str, Any] | str | os.PathLike | None) -> RankingO
         # type names (camera family included) and the shorthands 'kadid', 'camera', 'all'
         types = resolve_types(opts['types'], 'regression.ranking.types')
     type_weights = _type_weights(opts['type_weights'], types or list(DEGRADATIONS))
+    if not isinstance(opts['ladder'], bool):
+        raise ValueError(f"regression.ranking.ladder must be true or false, got {opts['ladder']!r}")
     return RankingOptions(pristine_dirs=[str(d) for d in dirs], n_images=int(opts['n_images']),
                           crop=int(opts['crop']) if opts['crop'] else None, seed=int(opts['seed']),
                           types=types, weight=float(opts['weight']),
-                          margin_per_level=float(opts['margin_per_level']), type_weights=type_weights)
+                          margin_per_level=float(opts['margin_per_level']), type_weights=type_weights,
+                          ladder=opts['ladder'])
 
 
 def _type_weights(spec: Any, types: Sequence[str]) -> dict[str, float] | None:
@@ -124,19 +134,26 @@ def _type_weights(spec: Any, types: Sequence[str]) -> dict[str, float] | None:
 
 @dataclass
 class RankingPairs:
-    """``diffs[k] = f(pristine) - f(degraded)`` for pair k, in the encoder's raw feature space."""
+    """``diffs[k] = f(better) - f(worse)`` for pair k, in the encoder's raw feature space: the better image is
+    the pristine one (``better_levels[k] == 0``) or, in a ladder pair, the same draw at a weaker level."""
 
     diffs: np.ndarray
-    levels: np.ndarray
+    levels: np.ndarray  # the worse image's level
     types: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     features: np.ndarray | None = None  # every pair image's raw features (pristine and degraded)
+    better_levels: np.ndarray | None = None  # None: every pair's better image is pristine
+
+    def level_gaps(self) -> np.ndarray:
+        """Levels between the two images of each pair (the margin's multiplier)."""
+        gap = self.levels.astype(np.float64)
+        return gap if self.better_levels is None else gap - self.better_levels
 
     def __len__(self) -> int:
         return len(self.levels)
 
     def margins(self, per_level: float) -> np.ndarray:
-        return per_level * self.levels.astype(np.float64)
+        return per_level * self.level_gaps()
 
     def row_scale(self, type_weights: dict[str, float] | None) -> np.ndarray:
         """Per-pair factor sqrt(w_type): scaling a squared-hinge row's difference and margin by it
@@ -174,18 +191,34 @@ def ranking_pairs(net: torch.nn.Module, opts: RankingOptions,
     items: list[RankingItem] = []
     for i in range(len(paths)):
         items.append(RankingItem(i, None, 0))
-        items.extend(RankingItem(i, t, int(rng.integers(1, 6))) for t in types)
-    reader = DegradedReader(paths, opts.crop, apply_fn, types, seed=opts.seed)
+        for t in types:
+            level = int(rng.integers(1, 6))
+            items.append(RankingItem(i, t, level))
+            if opts.ladder:  # a second level of the same draw
+                items.append(RankingItem(i, t, int(rng.choice([lv for lv in range(1, 6) if lv != level]))))
+    draws = 'nested' if opts.ladder else 'independent'
+    reader = DegradedReader(paths, opts.crop, apply_fn, types, seed=opts.seed, level_draws=draws)
     keys = [f'{paths[it.image]}|{it.dtype or "pristine"}|{it.level}' for it in items]
-    identity = json.dumps({'items': keys, 'sizes': [os.path.getsize(p) for p in paths], 'crop': opts.crop,
-                           'seed': opts.seed}, sort_keys=True)
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    identity = {'items': keys, 'sizes': [os.path.getsize(p) for p in paths], 'crop': opts.crop, 'seed': opts.seed}
+    if opts.ladder:  # the same keys drawn otherwise (independent identities are kept: their caches stay valid)
+        identity['level_draws'] = draws
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = cache_dir / 'features' / f'ranking-pairs-{cache_key(net, digest)}.npz'
     feats = extract(net, len(items), lambda k: reader(items[k]), keys, cache, desc='ranking pairs')
     pristine_row = {it.image: k for k, it in enumerate(items) if it.dtype is None}
-    rows = [k for k, it in enumerate(items) if it.dtype is not None]
-    diffs = feats[[pristine_row[items[k].image] for k in rows]] - feats[rows]
-    return RankingPairs(diffs=diffs, levels=np.array([items[k].level for k in rows]),
-                        types=[items[k].dtype for k in rows], images=[paths[items[k].image] for k in rows],
-                        features=feats)
+    better, worse = [], []
+    for k, it in enumerate(items):
+        if it.dtype is None:
+            continue
+        if items[k - 1].dtype == it.dtype:  # a ladder's second level: (weaker, stronger) of one draw
+            lo, hi = sorted((k - 1, k), key=lambda j: items[j].level)
+            better.append(lo)
+            worse.append(hi)
+        else:  # (pristine, degraded)
+            better.append(pristine_row[it.image])
+            worse.append(k)
+    better_levels = np.array([items[k].level for k in better]) if opts.ladder else None
+    return RankingPairs(diffs=feats[better] - feats[worse], levels=np.array([items[k].level for k in worse]),
+                        types=[items[k].dtype for k in worse], images=[paths[items[k].image] for k in worse],
+                        features=feats, better_levels=better_levels)
