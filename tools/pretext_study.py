@@ -14,7 +14,8 @@ pretext weight file) the same head recipe is fitted: ridge on CLIVE + the synthe
 2. ``independent``: distortions implemented outside the library on scikit-image photos
    (``scripts/independent_check.py``);
 3. ``real_noise``: PolyU's 100 real noisy / clean pairs (``--polyu``);
-4. ``ranking``: Kodak24 L / D tests per type (``--kodak``, 6 images, 256-px crops);
+4. ``ranking``: Kodak24 L / D tests per type (``--kodak``, 6 images, 256-px crops; nested level draws unless
+   ``--ranking-level-draws independent``, the protocol of studies before stop 32);
 5. ``efficient``: the data-efficient probe with N = 25 and 50 labelled images.
 
 Everything is written under ``--out`` (``study.md`` collects the tables and the commands).
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--polyu', default='datasets/polyu/CroppedImages')
     p.add_argument('--kodak', default='datasets/pristine/kodak24')
     p.add_argument('--steps', nargs='+', default=list(STEPS), choices=STEPS)
+    p.add_argument('--ranking-level-draws', choices=('nested', 'independent'), default='nested')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--cache', default='runs/study_cache', help='feature cache shared by studies (per encoder and data)')
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override regress options (as fit_regressor)')
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if 'ranking' in args.steps:
         run([py, 'scripts/benchmark.py', '--mode', 'ranking', '-m', *names, '--metric_opt', str(metrics_yml),
              '--pristine_dir', args.kodak, '--ranking_max_images', '6', '--ranking_crop', '256',
-             '--ranking_types', *types, '--out_dir', str(out / 'ranking'), '--markdown', str(out / 'ranking.md'),
+             '--ranking_types', *types, '--ranking_level_draws', args.ranking_level_draws,
+             '--out_dir', str(out / 'ranking'), '--markdown', str(out / 'ranking.md'),
              '--threads', str(args.threads)], env, log)
         md += ['## Kodak L / D per type\n', (out / 'ranking.md').read_text()]
     if 'efficient' in args.steps:
