@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--ranking_level_draws', choices=('nested', 'independent'), default='nested',
                         help='nested: one random draw (sign, direction, positions) per image x type, shared by its '
                              'levels (the L-test as Waterloo defines it); independent: a fresh draw per level '
-                             '(the protocol of stops up to 31)')
+                             '(the protocol of the numbers measured before December 2026)')
     parser.add_argument('--ranking_types', nargs='+', default=None,
                         help='degradation types for --mode ranking: names (camera family included) or the '
                              'shorthands kadid, camera, all (default: the 25 KADID types)')

@@ -15,7 +15,7 @@ pretext weight file) the same head recipe is fitted: ridge on CLIVE + the synthe
    (``scripts/independent_check.py``);
 3. ``real_noise``: PolyU's 100 real noisy / clean pairs (``--polyu``);
 4. ``ranking``: Kodak24 L / D tests per type (``--kodak``, 6 images, 256-px crops; nested level draws unless
-   ``--ranking-level-draws independent``, the protocol of studies before stop 32);
+   ``--ranking-level-draws independent``, the protocol before the seventh round of docs/ABLATIONS.md);
 5. ``efficient``: the data-efficient probe with N = 25 and 50 labelled images.
 
 Everything is written under ``--out`` (``study.md`` collects the tables and the commands).

@@ -173,7 +173,7 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     alpha = select_alpha(features, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'])
     model = fit_ridge(features, records.mos, alpha, rows)
     if rows is not None:
-        wrong = ((pairs.diffs / model.std) @ model.coef) <= 0  # pristine not scored above its degraded version
+        wrong = ((pairs.diffs / model.std) @ model.coef) <= 0  # the better image (pristine or weaker) not above
         types = np.asarray(pairs.types)
         ranking_info = {**reg['ranking'].as_dict(), 'n_pairs': len(pairs), 'pairs_misordered': float(wrong.mean()),
                         'pairs_misordered_per_type': {t: float(wrong[types == t].mean()) for t in dict.fromkeys(types)}}
