@@ -189,13 +189,18 @@ def ranking_pairs(net: torch.nn.Module, opts: RankingOptions,
     chosen = sorted(rng.choice(len(paths), min(opts.n_images, len(paths)), replace=False).tolist())
     paths = [paths[i] for i in chosen]
     items: list[RankingItem] = []
+    pairs: list[tuple[int, int]] = []  # (better, worse) item indices
     for i in range(len(paths)):
+        pristine = len(items)
         items.append(RankingItem(i, None, 0))
         for t in types:
             level = int(rng.integers(1, 6))
+            pairs.append((pristine, len(items)))
             items.append(RankingItem(i, t, level))
-            if opts.ladder:  # a second level of the same draw
-                items.append(RankingItem(i, t, int(rng.choice([lv for lv in range(1, 6) if lv != level]))))
+            if opts.ladder:  # a second level of the same draw: (weaker, stronger)
+                second = int(rng.choice([lv for lv in range(1, 6) if lv != level]))
+                pairs.append((len(items) - 1, len(items)) if second > level else (len(items), len(items) - 1))
+                items.append(RankingItem(i, t, second))
     draws = 'nested' if opts.ladder else 'independent'
     reader = DegradedReader(paths, opts.crop, apply_fn, types, seed=opts.seed, level_draws=draws)
     keys = [f'{paths[it.image]}|{it.dtype or "pristine"}|{it.level}' for it in items]
@@ -206,18 +211,7 @@ def ranking_pairs(net: torch.nn.Module, opts: RankingOptions,
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = cache_dir / 'features' / f'ranking-pairs-{cache_key(net, digest)}.npz'
     feats = extract(net, len(items), lambda k: reader(items[k]), keys, cache, desc='ranking pairs')
-    pristine_row = {it.image: k for k, it in enumerate(items) if it.dtype is None}
-    better, worse = [], []
-    for k, it in enumerate(items):
-        if it.dtype is None:
-            continue
-        if items[k - 1].dtype == it.dtype:  # a ladder's second level: (weaker, stronger) of one draw
-            lo, hi = sorted((k - 1, k), key=lambda j: items[j].level)
-            better.append(lo)
-            worse.append(hi)
-        else:  # (pristine, degraded)
-            better.append(pristine_row[it.image])
-            worse.append(k)
+    better, worse = map(list, zip(*pairs))
     better_levels = np.array([items[k].level for k in better]) if opts.ladder else None
     return RankingPairs(diffs=feats[better] - feats[worse], levels=np.array([items[k].level for k in worse]),
                         types=[items[k].dtype for k in worse], images=[paths[items[k].image] for k in worse],
