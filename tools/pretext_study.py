@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--steps', nargs='+', default=list(STEPS), choices=STEPS)
     p.add_argument('--ranking-level-draws', choices=('nested', 'independent'), default='nested')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--photometric', action='store_true',
+                   help="the head also reads the input's photometric statistics (feature token 'photometric')")
     p.add_argument('--cache', default='runs/study_cache', help='feature cache shared by studies (per encoder and data)')
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override regress options (as fit_regressor)')
     args = p.parse_args(argv)
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if 'fit' in args.steps:
         rows = []
         for (name, path), metric in zip(args.variant, names):
-            tokens = '[mean,std]' if path is None else '[mean,std,cls]'
+            tokens = ['mean', 'std'] + (['cls'] if path else []) + (['photometric'] if args.photometric else [])
+            tokens = '[' + ','.join(tokens) + ']'
             summary = out / f'fit_{name}.json'
             cmd = [py, 'scripts/fit_regressor.py', '-opt', str(regress_file), '--name', metric,
                    '--out', str(home / 'weights' / f'{metric}.safetensors'), '--summary', str(summary),

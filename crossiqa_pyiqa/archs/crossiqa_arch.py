@@ -39,6 +39,7 @@ from crossiqa_pyiqa.archs.cnn_encoder import CNNQualityEncoder
 from crossiqa_pyiqa.archs.decoder import CrossIQADecoder
 from crossiqa_pyiqa.archs.diagnosis import (DIAGNOSIS_PREFIX, FIT_COMMAND, MAP_DIAGNOSIS_PREFIX, DiagnosisHeads,
                                             heads_from_state)
+from crossiqa_pyiqa.archs.photometric import PHOTOMETRIC_NAMES, photometric_statistics
 from crossiqa_pyiqa.archs.precision import apply_keeping_float32, full_precision, module_dtype
 from crossiqa_pyiqa.archs.stats_decoder import STATS_PER_CELL, StatsDecoder
 from crossiqa_pyiqa.archs.vit_encoder import PretrainedViTEncoder
@@ -67,7 +68,9 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     img_size=128,  # training crop; tiles have this size at inference
     mlp_ratio=4.0,
     decoder_condition='token+add',  # how the class token reaches the decoder
-    feature_tokens=('cls', 'mean'),  # per tile: class token, patch-token mean / 'std'
+    # per tile: class token, patch-token mean / 'std'; 'photometric': the input's exposure, contrast and
+    # colour statistics (archs/photometric.py), once per tile after the encoder's features
+    feature_tokens=('cls', 'mean'),
     feature_blocks=(-1,),  # which encoder blocks' outputs are read out
     feature_scales=(1.0, 0.5),  # native pixel scale and half scale
     native_mode='tiles',  # 'tiles' | 'interp'
@@ -99,6 +102,10 @@ DEFAULT_WEIGHTS = 'crossiqa_lite0_livec'
 
 def default_weight_path(weights: str) -> str:
     return str(PACKAGE_WEIGHTS_DIR / f'{weights}.safetensors')
+
+
+#: What ``feature_tokens`` may name: encoder readouts, and the input's photometric statistics.
+FEATURE_TOKENS = ('cls', 'mean', 'std', 'photometric')
 
 
 def layout_value(key: str, value: Any, base: dict[str, Any]) -> Any:
@@ -158,9 +165,11 @@ def _normalise_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"native_mode must be 'tiles' or 'interp', got {out['native_mode']!r}")
     if out['img_size'] % out['patch_size']:
         raise ValueError(f"img_size {out['img_size']} is not a multiple of patch_size {out['patch_size']}")
-    bad_tokens = set(out['feature_tokens']) - {'cls', 'mean', 'std'}
-    if bad_tokens or not out['feature_tokens']:
-        raise ValueError(f"feature_tokens must be a non-empty subset of ('cls', 'mean', 'std'), got {out['feature_tokens']}")
+    bad_tokens = set(out['feature_tokens']) - set(FEATURE_TOKENS)
+    encoder_tokens = [t for t in out['feature_tokens'] if t != 'photometric']
+    if bad_tokens or not encoder_tokens or len(set(out['feature_tokens'])) != len(out['feature_tokens']):
+        raise ValueError(f'feature_tokens must be distinct names from {FEATURE_TOKENS}, at least one of them read from '
+                         f"the encoder, got {list(out['feature_tokens'])}")
     return out
 
 
@@ -342,29 +351,34 @@ class CrossIQA(nn.Module):
 
     def _feature_dim_per_scale(self) -> int:
         c = self.config
+        photometric = len(PHOTOMETRIC_NAMES) if 'photometric' in c['feature_tokens'] else 0
+        kinds = [t for t in c['feature_tokens'] if t != 'photometric']
         if not self.is_cnn:
-            return c['embed_dim'] * len(c['feature_tokens']) * len(c['feature_blocks'])
-        stats = len([t for t in c['feature_tokens'] if t != 'cls'])
-        q = c['embed_dim'] if 'cls' in c['feature_tokens'] else 0
-        return stats * sum(stage_channels(c['backbone'], c['feature_blocks'])) + q
+            return c['embed_dim'] * len(kinds) * len(c['feature_blocks']) + photometric
+        stats = len([t for t in kinds if t != 'cls'])
+        q = c['embed_dim'] if 'cls' in kinds else 0
+        return stats * sum(stage_channels(c['backbone'], c['feature_blocks'])) + q + photometric
 
     def feature_groups(self) -> list[tuple[str, int | None, slice]]:
         """Where each part of ``forward_features`` lies: (label, stage or block, slice), in order.
 
         A CNN gives ``stage{s} mean`` / ``stage{s} std`` per feature stage, then ``q`` (stage
-        ``None``); a ViT gives ``block{b} {token}``. Repeated per feature scale (label ``@scale``
-        when there are several). Lets a study split a head's contribution or keep some stages.
+        ``None``); a ViT gives ``block{b} {token}``; ``photometric`` (stage ``None``) comes last. Repeated
+        per feature scale (label ``@scale`` when there are several). Lets a study split a head's
+        contribution or keep some stages.
         """
         c = self.config
+        kinds = [t for t in c['feature_tokens'] if t != 'photometric']
         if self.is_cnn:
             stages = [b % NUM_STAGES for b in c['feature_blocks']]
             per_scale = [(f'stage{s} {kind}', s, ch) for s, ch in zip(stages, stage_channels(c['backbone'], stages))
-                         for kind in c['feature_tokens'] if kind != 'cls']
-            if 'cls' in c['feature_tokens']:
+                         for kind in kinds if kind != 'cls']
+            if 'cls' in kinds:
                 per_scale.append(('q', None, c['embed_dim']))
         else:
-            per_scale = [(f'block{b} {kind}', b, c['embed_dim']) for b in c['feature_blocks']
-                         for kind in c['feature_tokens']]
+            per_scale = [(f'block{b} {kind}', b, c['embed_dim']) for b in c['feature_blocks'] for kind in kinds]
+        if 'photometric' in c['feature_tokens']:
+            per_scale.append(('photometric', None, len(PHOTOMETRIC_NAMES)))
         groups, start = [], 0
         for scale in c['feature_scales']:
             tag = f' @{scale:g}' if len(c['feature_scales']) > 1 else ''
@@ -506,7 +520,7 @@ class CrossIQA(nn.Module):
                 parts.append(tokens[:, 0])
             elif kind == 'mean':
                 parts.append(tokens[:, 1:].mean(dim=1))
-            else:
+            elif kind == 'std':
                 parts.append(tokens[:, 1:].std(dim=1, unbiased=False))
         return torch.cat(parts, dim=-1)
 
@@ -526,8 +540,12 @@ class CrossIQA(nn.Module):
     def _encode_features(self, x: torch.Tensor) -> torch.Tensor:
         enc = self.encoder(x, return_blocks=self.config['feature_blocks'])
         if self.is_cnn:
-            return self._map_features(enc['blocks'], enc['cls'])
-        return torch.cat([self._token_features(t) for t in enc['blocks']], dim=-1)
+            feats = self._map_features(enc['blocks'], enc['cls'])
+        else:
+            feats = torch.cat([self._token_features(t) for t in enc['blocks']], dim=-1)
+        if 'photometric' in self.config['feature_tokens']:  # float32 statistics of the input pixels
+            feats = torch.cat([feats.float(), photometric_statistics(x)], dim=-1)
+        return feats
 
     def _tiles(self, x: torch.Tensor, tile: int) -> tuple[torch.Tensor, int]:
         """Cut (B,3,H,W) into tiles of ``tile`` pixels (patch-aligned); returns (B*T,3,t_h,t_w), T."""

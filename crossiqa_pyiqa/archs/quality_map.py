@@ -11,7 +11,9 @@ window's feature vector:
   pixels (windows clipped at the image border, only real pixels counted);
 - ``q``: the same attention pooling, its softmax restricted to the window's tokens (exact:
   the window's weighted sum over the sum of its weights), then the pool's projection, MLP and
-  norm. Global statistics read by ``q`` (``quality_global_stages``), if any, stay whole-image.
+  norm. Global statistics read by ``q`` (``quality_global_stages``), if any, stay whole-image;
+- photometric statistics (feature token ``photometric``): the window's means of the pixel
+  moments they are made of (``archs/photometric.py``).
 
 As the window grows to cover the whole image every cell's features become the global
 features, and the score head's map becomes the score (tested). Smaller windows see less
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from crossiqa_pyiqa.archs.backbones import NUM_STAGES, BACKBONE_CONFIGS
+from crossiqa_pyiqa.archs.photometric import pixel_moments, statistics_from_moments
 
 
 def encode_maps(net, x: torch.Tensor) -> dict:
@@ -43,9 +46,14 @@ def encode_maps(net, x: torch.Tensor) -> dict:
     stats = enc.global_statistics(x, maps) if enc.global_stages else None
     q = enc.quality(maps[enc.quality_stage], stats)
     blocks = [maps[b] for b in wanted]
+    features = net._map_features(blocks, q).float()
+    moments = None
+    if 'photometric' in net.config['feature_tokens']:
+        moments = pixel_moments(x)
+        features = torch.cat([features, statistics_from_moments(moments.mean(dim=(2, 3)))], dim=-1)
     return {'blocks': blocks, 'strides': [BACKBONE_CONFIGS[net.config['backbone']]['strides'][b] for b in wanted],
-            'quality_map': maps[enc.quality_stage], 'global_stats': stats, 'q': q,
-            'features': net._map_features(blocks, q).float()}
+            'quality_map': maps[enc.quality_stage], 'global_stats': stats, 'q': q, 'pixel_moments': moments,
+            'features': features}
 
 
 def _window_pool(t: torch.Tensor, ratio: int, window: int, out_hw: tuple[int, int]) -> torch.Tensor:
@@ -106,6 +114,8 @@ def local_features(net, encoded: dict, window: int) -> torch.Tensor:
                 parts.append((square - mean * mean).clamp_min(0).sqrt())
     if 'cls' in net.config['feature_tokens']:
         parts.append(windowed_quality_code(net, qmap, encoded['global_stats'], window).float())
+    if 'photometric' in net.config['feature_tokens']:
+        parts.append(statistics_from_moments(_window_pool(encoded['pixel_moments'], cell, window, (h, w))))
     return torch.cat(parts, dim=1)
 
 
