@@ -37,11 +37,12 @@ def test_each_statistic_follows_the_change_it_reads_on_real_photos(name):
     bright = [stat((x * (1 + 3 * s)).clamp(0, 1), 'clip_high') for s in (0, *strengths)]
     faded = [stat(torch.lerp(x, grey(x), s), 'log_colourfulness') for s in (0, *strengths)]
     flat = [stat(torch.lerp(x, x.mean(), s), 'log_contrast') for s in (0, *strengths)]
+    posterised = [stat(torch.round(x * n) / n, 'flat') for n in (255, 32, 12, 6)]
     cast = [stat((x * torch.tensor([1 + s, 1.0, 1 - s]).view(1, 3, 1, 1)).clamp(0, 1), 'colour_cast')
             for s in (0, 0.2, 0.4)]
     for values, rising, what in ((dark, True, 'darkening: clipped shadows'), (bright, True, 'brightening: clipped highlights'),
                                  (faded, False, 'desaturation: colourfulness'), (flat, False, 'less contrast: contrast'),
-                                 (cast, True, 'red cast: cast')):
+                                 (cast, True, 'red cast: cast'), (posterised, True, 'fewer levels: flat pixels')):
         steps = [b - a for a, b in zip(values, values[1:])]
         assert all(d > 0 for d in steps) if rising else all(d < 0 for d in steps), (name, what, values)
 
@@ -114,3 +115,16 @@ def test_windows_read_the_statistics_of_their_own_pixels_and_the_whole_window_th
     luminance = local[PHOTOMETRIC_NAMES.index('luminance')]
     assert clip_low[:, 4:].mean() > clip_low[:, :4].mean() + 0.2
     assert (luminance[:, 4:] < luminance[:, :4]).float().mean() > 0.9
+
+
+def test_a_feature_cache_key_changes_with_the_statistics_definition(monkeypatch):
+    from crossiqa_pyiqa.archs import photometric
+    from crossiqa_pyiqa.regression.features import cache_key
+
+    net = CrossIQA(pretrained=False, size='lite0', feature_tokens=['mean', 'photometric'], feature_scales=[1.0])
+    plain = CrossIQA(pretrained=False, size='lite0', feature_tokens=['mean'], feature_scales=[1.0])
+    plain.encoder.load_state_dict(net.encoder.state_dict())
+    key = cache_key(net, 'data')
+    assert key != cache_key(plain, 'data')
+    monkeypatch.setitem(photometric.PHOTOMETRIC_CENTRES, 'luminance', 0.5)
+    assert cache_key(net, 'data') != key  # features cached under other centres are never read back

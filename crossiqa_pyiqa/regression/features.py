@@ -54,7 +54,12 @@ def feature_config(net: torch.nn.Module) -> dict[str, Any]:
     keys = getattr(net, 'INFERENCE_KEYS', None)
     if keys is not None:
         config = {k: v for k, v in config.items() if k in keys and k != 'tile_batch'}
-    return {'class': type(net).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}}
+    out = {'class': type(net).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}}
+    if 'photometric' in out.get('feature_tokens', ()):  # the statistics' definition, not only their name
+        from crossiqa_pyiqa.archs.photometric import photometric_identity
+
+        out['photometric'] = photometric_identity()
+    return out
 
 
 def cache_key(net: torch.nn.Module, identity: str) -> str:
