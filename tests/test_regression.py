@@ -231,6 +231,40 @@ def test_ridge_closed_form_and_cv():
     assert cv_scores(x, y, alphas).shape == (5,)
 
 
+def test_group_penalty_is_a_per_feature_ridge_penalty_the_head_reads_back():
+    """``penalty`` p_j: the exact minimum of ||xs beta - y||² + alpha sum p_j beta_j², predicted with the
+    rescaled std the head stores; a column with a small factor keeps more of its weight."""
+    from crossiqa_pyiqa.archs.photometric import PHOTOMETRIC_NAMES
+    from crossiqa_pyiqa.regression.fit import group_penalty_vector
+    from crossiqa_pyiqa.regression.options import group_penalty_options
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 6)) * rng.uniform(0.5, 3, size=6) + 2.0
+    y = x @ np.array([1.0, -0.5, 0.3, 0.0, 0.8, 0.2]) + 0.2 * rng.normal(size=60)
+    penalty = np.array([1.0, 1.0, 1.0, 1.0, 0.01, 1.0])
+    model = fit_ridge(x, y, alpha=50.0, penalty=penalty)
+    xs = (x - x.mean(0)) / x.std(0)
+    beta = np.linalg.solve(xs.T @ xs + 50.0 * np.diag(penalty), xs.T @ (y - y.mean()))
+    np.testing.assert_allclose(model.predict(x), xs @ beta + y.mean(), rtol=1e-8, atol=1e-8)
+    plain = fit_ridge(x, y, alpha=50.0)
+    kept = (model.coef / np.sqrt(penalty)) / (xs.T @ (y - y.mean()) / len(y))
+    kept_plain = plain.coef / (xs.T @ (y - y.mean()) / len(y))
+    assert kept[4] > kept_plain[4] and np.allclose(kept[[0, 1]], kept_plain[[0, 1]], rtol=0.5)
+    with pytest.raises(ValueError, match='penalty'):
+        fit_ridge(x, y, alpha=1.0, penalty=np.ones(5))
+    net = CrossIQA(pretrained=False, size='lite0', feature_tokens=['mean', 'cls', 'photometric'],
+                   feature_scales=[1.0])
+    vector = group_penalty_vector(net, {'photometric': 0.01, 'q': 0.5})
+    k = len(PHOTOMETRIC_NAMES)
+    assert vector.shape == (net.feature_dim,) and (vector[-k:] == 0.01).all()
+    assert (vector[-k - 256:-k] == 0.5).all() and (vector[:-k - 256] == 1).all()  # q: 256 values
+    with pytest.raises(ValueError, match="feature groups \\['colour'\\]"):
+        group_penalty_vector(net, {'colour': 0.1})
+    for bad in ({'photometric': 0}, {'photometric': 'x'}, {'photometric': True}, [0.1], {}):
+        with pytest.raises(ValueError, match='group_penalty'):
+            group_penalty_options(bad)
+
+
 def _ranked_objective(x, y, alpha, rows, w):
     xs = (x - x.mean(0)) / x.std(0)
     u = rows.diffs / x.std(0)

@@ -131,6 +131,23 @@ def build_encoder(opt: dict[str, Any], encoder_file: str | None = None) -> tuple
     return net, source
 
 
+def group_penalty_vector(net: torch.nn.Module, factors: dict[str, float] | None) -> np.ndarray | None:
+    """One ridge-penalty factor per feature from ``regression.group_penalty`` ({feature group label: factor},
+    labels of ``net.feature_groups()`` without their ``@scale`` tag); None when there are none."""
+    if not factors:
+        return None
+    groups = net.feature_groups() if hasattr(net, 'feature_groups') else []
+    labels = {label.split(' @')[0] for label, _, _ in groups}
+    unknown = sorted(set(factors) - labels)
+    if unknown:
+        raise ValueError(f'regression.group_penalty names feature groups {unknown} that these features do not have; '
+                         f'they have {sorted(labels)}')
+    penalty = np.ones(sum(cols.stop - cols.start for _, _, cols in groups))
+    for label, _, cols in groups:
+        penalty[cols] = factors.get(label.split(' @')[0], 1.0)
+    return penalty
+
+
 def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | None = None,
             out: str | os.PathLike | None = None, pristine: str | None = None, summary: str | None = None,
             cache_dir: str | None = None, command: str | None = None, register: bool = True,
@@ -168,10 +185,12 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
     t2 = time.time()
     if split_file:
         write_pyiqa_split_file(split_file, splits)
+    penalty = group_penalty_vector(net, reg['group_penalty'])
     probe = linear_probe(features, records.mos, splits, reg['alphas'], reg['cv_folds'], reg['seed'],
-                         reg['cv_scoring'], ranking=rows)
-    alpha = select_alpha(features, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'])
-    model = fit_ridge(features, records.mos, alpha, rows)
+                         reg['cv_scoring'], ranking=rows, penalty=penalty)
+    alpha = select_alpha(features, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'],
+                         penalty)
+    model = fit_ridge(features, records.mos, alpha, rows, penalty)
     if rows is not None:
         wrong = ((pairs.diffs / model.std) @ model.coef) <= 0  # the better image (pristine or weaker) not above
         types = np.asarray(pairs.types)
@@ -194,6 +213,7 @@ def run_fit(opt: dict[str, Any], encoder_file: str | None = None, name: str | No
         'mos_range_fitted': [float(records.mos.min()), float(records.mos.max())],
         'alpha': alpha,
         'alpha_grid': reg['alphas'],
+        'group_penalty': reg['group_penalty'],
         'cv_folds': reg['cv_folds'],
         'protocol': {'n_splits': reg['n_splits'], 'train_ratio': reg['train_ratio'], 'seed': reg['seed'],
                      **{k: v for k, v in probe.summary().items()}},

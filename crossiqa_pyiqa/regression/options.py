@@ -39,6 +39,9 @@ REGRESSION_DEFAULTS: dict[str, Any] = {
     'seed': 123,
     'pristine_ridge': 1e-3,
     'ranking': None,  # synthetic ranking pairs in the fit (ranking_pairs.RANKING_DEFAULTS)
+    # ridge-penalty factor per feature group ({label of CrossIQA.feature_groups(): factor}, default 1 each):
+    # a few global statistics need not be shrunk like thousands of correlated stage channels
+    'group_penalty': None,
 }
 
 
@@ -51,7 +54,26 @@ def regression_options(opt: dict[str, Any]) -> dict[str, Any]:
     from crossiqa_pyiqa.regression.ranking_pairs import ranking_options
 
     reg['ranking'] = ranking_options(reg['ranking'])
+    reg['group_penalty'] = group_penalty_options(reg['group_penalty'])
     return reg
+
+
+def group_penalty_options(spec: Any) -> dict[str, float] | None:
+    """``{group label: positive factor}`` or None; a bad value is refused by name."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError(f'regression.group_penalty must map feature group labels to factors, got {spec!r}')
+    out = {}
+    for label, factor in spec.items():
+        try:
+            value = float(factor)
+        except (TypeError, ValueError):
+            value = float('nan')
+        if isinstance(factor, bool) or not np.isfinite(value) or value <= 0:
+            raise ValueError(f'regression.group_penalty[{label!r}] must be a positive finite number, got {factor!r}')
+        out[str(label)] = value
+    return out
 
 
 def regress_schema() -> dict[str, Any]:

@@ -70,11 +70,12 @@ class SplitResults:
 def linear_probe(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split],
                  alphas: Sequence[float] = DEFAULT_ALPHAS, cv_folds: int = 5, seed: int = 0,
                  scoring: str = 'mse', train_size: int | None = None, repetition: int = 0,
-                 ranking: RankingRows | None = None) -> SplitResults:
+                 ranking: RankingRows | None = None, penalty: np.ndarray | None = None) -> SplitResults:
     """Ridge on the training part of each split (alpha by CV on it alone), scored on its test part.
 
     ``train_size`` keeps only that many (seeded) training images: the data-efficient protocol.
     ``ranking``: synthetic pairs added to every fit (alpha is still chosen on the MOS rows).
+    ``penalty``: per-feature factors of the ridge penalty (``ridge.standardisation``).
     """
     features = np.asarray(features, dtype=np.float64)
     mos = np.asarray(mos, dtype=np.float64)
@@ -82,8 +83,8 @@ def linear_probe(features: np.ndarray, mos: np.ndarray, splits: Sequence[Split],
     for i, (train, test) in enumerate(splits):
         train = subsample(train, train_size, seed=seed, repetition=repetition * 1000 + i)
         alpha = select_alpha(features[train], mos[train], alphas, n_folds=min(cv_folds, len(train)),
-                             seed=seed + i, scoring=scoring)
-        model = fit_ridge(features[train], mos[train], alpha, ranking)
+                             seed=seed + i, scoring=scoring, penalty=penalty)
+        model = fit_ridge(features[train], mos[train], alpha, ranking, penalty)
         pred = model.predict(features[test])
         results.add(correlations(pred, mos[test]))
         results.alphas.append(alpha)

@@ -45,9 +45,19 @@ def _check_xy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardisation(x: np.ndarray, penalty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std of ``x``. ``penalty`` (one factor per column, default 1) scales the ridge penalty
+    on a column's coefficient: its std is multiplied by ``sqrt(penalty)``, so ``alpha * ||w||²`` on the
+    rescaled columns is ``alpha * sum(penalty * beta²)`` on the standardised ones. The head reads the same
+    rescaled std at inference, so nothing else changes."""
     mean = x.mean(axis=0)
     std = np.maximum(x.std(axis=0), STD_FLOOR)
+    if penalty is not None:
+        penalty = np.asarray(penalty, dtype=np.float64)
+        if penalty.shape != std.shape or not (np.isfinite(penalty).all() and (penalty > 0).all()):
+            raise ValueError(f'ridge: penalty needs one positive finite factor per feature ({std.shape[0]}), '
+                             f'got shape {penalty.shape}')
+        std = std * np.sqrt(penalty)
     return mean, std
 
 
@@ -136,14 +146,16 @@ def _ranked_solution(xs: np.ndarray, yc: np.ndarray, alpha: float, u: np.ndarray
     raise RuntimeError(f'ranking-constrained ridge did not converge in {max_iter} active-set steps')
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, ranking: RankingRows | None = None) -> RidgeModel:
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, ranking: RankingRows | None = None,
+              penalty: np.ndarray | None = None) -> RidgeModel:
     """Standardise with ``x``'s own statistics, then solve ridge in closed form.
 
     With ``ranking``, the pairs are added as squared-hinge rows (``RankingRows``) in the
     same standardised space; the intercept stays the MOS mean (pairs do not constrain it).
+    ``penalty``: per-feature factors of the ridge penalty (``standardisation``).
     """
     x, y = _check_xy(x, y)
-    mean, std = standardisation(x)
+    mean, std = standardisation(x, penalty)
     xs = (x - mean) / std
     if ranking is None or ranking.weight == 0:
         coef = _svd_solutions(xs, y - y.mean(), [alpha])[0]
@@ -180,7 +192,7 @@ def kfold(n: int, k: int, seed: int = 0, groups: Sequence | None = None) -> list
 
 
 def cv_scores(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
-              seed: int = 0, scoring: str = 'mse') -> np.ndarray:
+              seed: int = 0, scoring: str = 'mse', penalty: np.ndarray | None = None) -> np.ndarray:
     """Validation score per alpha (higher is better): ``-MSE`` or mean SRCC over the folds.
 
     Only ``x``/``y`` are seen: callers pass the training split, never test rows.
@@ -193,7 +205,7 @@ def cv_scores(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_AL
     n_folds = min(n_folds, x.shape[0])
     scores = np.zeros(len(alphas))
     for fit_idx, val_idx in kfold(x.shape[0], n_folds, seed):
-        mean, std = standardisation(x[fit_idx])
+        mean, std = standardisation(x[fit_idx], penalty)
         xs = (x[fit_idx] - mean) / std
         coefs = _svd_solutions(xs, y[fit_idx] - y[fit_idx].mean(), alphas)
         with _one_thread():
@@ -209,12 +221,12 @@ def cv_scores(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_AL
 
 
 def select_alpha(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
-                 seed: int = 0, scoring: str = 'mse') -> float:
+                 seed: int = 0, scoring: str = 'mse', penalty: np.ndarray | None = None) -> float:
     """The alpha with the best k-fold score on (x, y); ties go to the larger (smoother) alpha."""
     alphas = [float(a) for a in alphas]
     if len(alphas) == 1:
         return alphas[0]
-    scores = cv_scores(x, y, alphas, n_folds, seed, scoring)
+    scores = cv_scores(x, y, alphas, n_folds, seed, scoring, penalty)
     best = np.flatnonzero(scores >= scores.max() - 1e-12)
     return max(alphas[i] for i in best)
 
