@@ -7,7 +7,8 @@
 For every variant (``frozen`` = the ImageNet EfficientNet-Lite0 with no pretext; ``NAME=FILE`` = a
 pretext weight file) the same head recipe is fitted: ridge on CLIVE + the synthetic ranking pairs of
 ``--types`` (``all``: the 25 KADID types and the camera family; ``kadid``: the 25 only), from
-``--regress`` (default options/regress/crossiqa_livec.yml). Then, in one run per step, every variant:
+``--regress`` (default options/regress/crossiqa_livec.yml); ``--photometric`` adds the input's photometric
+statistics to every variant's features (``archs/photometric.py``). Then, in one run per step, every variant:
 
 1. ``fit``: CLIVE, 10 seeded 80/20 splits (median SRCC / PLCC), head on all images
    (``scripts/fit_regressor.py``); the weight file is metric ``crossiqa-study-NAME``;
