@@ -183,6 +183,65 @@ def test_features_cached(fitted, capsys):
     assert again['seconds_features'] < 5
 
 
+def test_fit_with_photometric_statistics_and_a_group_penalty(fitted):
+    """The toy contents darkened or faded at random strengths (MOS falls with the strength): the photometric
+    statistics carry that, the group penalty is stored in the head's std, and the file needs the token."""
+    import pyiqa
+    from crossiqa_pyiqa.archs.photometric import PHOTOMETRIC_NAMES
+    from crossiqa_pyiqa.weights import read_weights
+
+    root = fitted['root'] / 'photometric'
+    images = root / 'images'
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for c, x in enumerate(content_crops('train')):
+        for j, s in enumerate(rng.uniform(0, 0.8, size=5)):
+            y = x * (1 - s) if j % 2 else torch.lerp(x, x.mean(0, keepdim=True).expand_as(x), s)
+            save_png(y, images / f'c{c}_{j}.png')
+            rows.append([f'c{c}_{j}.png', 90 - 80 * s])
+    meta = root / 'meta.csv'
+    with open(meta, 'w', newline='') as f:
+        csv.writer(f).writerows([['img_name', 'mos'], *rows])
+    dataset = {'name': 'toyphoto', 'type': 'GeneralNRDataset', 'dataroot_target': str(images),
+               'meta_info_file': str(meta)}
+    opt = write_options(root / 'regress.yml', dataset, root / 'cache')
+    fit = load_script('fit_regressor')
+    runs = {}
+    for name, extra in (('plain', []), ('photometric', ['encoder.options.feature_tokens=[cls,mean,photometric]',
+                                                        'regression.group_penalty={photometric: 0.01}'])):
+        out, summary = root / f'{name}.safetensors', root / f'{name}.json'
+        assert fit.main(['-opt', str(opt), '--encoder', str(fitted['encoder']), '--out', str(out), '--summary',
+                         str(summary), '--name', f'crossiqa-toy-{name}', '--set', *extra] if extra else
+                        ['-opt', str(opt), '--encoder', str(fitted['encoder']), '--out', str(out), '--summary',
+                         str(summary), '--name', f'crossiqa-toy-{name}']) == 0
+        runs[name] = (out, json.loads(summary.read_text()))
+    # measured: 0.76 (random encoder) and 0.89 (+ statistics): exposure and colour are what the MOS follows
+    assert runs['photometric'][1]['srcc_median'] > runs['plain'][1]['srcc_median'] + 0.08
+    state, config, info = read_weights(runs['photometric'][0])
+    k = len(PHOTOMETRIC_NAMES)
+    assert config['feature_tokens'] == ['cls', 'mean', 'photometric'] and info['group_penalty'] == {'photometric': 0.01}
+    metric = pyiqa.create_metric('crossiqa-livec', pretrained_model_path=str(runs['photometric'][0]), device='cpu')
+    feats = metric.net.forward_features(content_crops('train')[0][None])
+    assert feats.shape[1] == state['feat_std'].shape[0] and torch.isfinite(metric.net.score_features(feats)).all()
+    assert float(metric(content_crops('train')[1][None] * 0.3)) < float(metric(content_crops('train')[1][None]))
+    # the stored std is the training features' std, times sqrt(0.01) on the photometric columns only
+    from pyiqa.utils import imread2tensor
+    with torch.inference_mode():
+        raw = np.concatenate([metric.net.forward_features(imread2tensor(str(p), rgb=True)[None]).numpy()
+                              for p in sorted(images.glob('*.png'))])
+    ratio = state['feat_std'].numpy() / np.maximum(raw.std(axis=0), 1e-6)
+    photometric = np.zeros(len(ratio), bool)
+    for label, _, cols in metric.net.feature_groups():
+        photometric[cols] = label.startswith('photometric')
+    assert photometric.sum() == 2 * k  # two feature scales
+    varied = raw.std(axis=0) > 1e-4
+    np.testing.assert_allclose(ratio[photometric & varied], 0.1, rtol=1e-3)
+    np.testing.assert_allclose(ratio[~photometric & varied], 1.0, rtol=1e-3)
+    with pytest.raises(ValueError, match='feature_tokens'):
+        CrossIQA(pretrained_model_path=str(runs['photometric'][0]), feature_tokens=['cls', 'mean'])
+
+
 def test_alpha_selection_never_sees_test_rows():
     """Poison the test rows of split i (features and MOS): split i's alpha and fitted head must not move.
 
