@@ -9,6 +9,11 @@ shows what a metric does with distortions it never saw implemented this way:
 
 For each metric and distortion: on how many photos the clean version scores better.
 
+With ``--levels`` each distortion is instead made at five strengths, the same ways (Pillow's
+``ImageEnhance`` for colour, brightness and contrast, ``ImageOps.posterize``, numpy for gamma and a
+colour cast), and the table gives, per distortion, the mean over photos of SRCC(score, -strength):
+the L-test of ``benchmark.py --mode ranking`` on distortions the library did not make.
+
 With ``--real_noise DIR`` the question is asked of real camera noise instead: DIR holds
 (noisy, clean) pairs of the same scene, e.g. PolyU's ``CroppedImages`` (``X_real.JPG`` is a
 single noisy shot, ``X_mean.JPG`` the average of many shots of the same scene):
@@ -53,6 +58,102 @@ def distortions(rgb):
     for radius in (1, 3):
         out[f'blur r{radius}'] = np.asarray(pil.filter(ImageFilter.GaussianBlur(radius)))
     return out
+
+
+def _enhance(kind: str):
+    def apply(pil, rgb, factor):
+        from PIL import ImageEnhance
+
+        return getattr(ImageEnhance, kind)(pil).enhance(factor)
+    return apply
+
+
+def _jpeg(pil, rgb, quality):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pil.save(buf, 'JPEG', quality=int(quality))
+    return Image.open(buf).convert('RGB')
+
+
+def _blur(pil, rgb, radius):
+    from PIL import ImageFilter
+
+    return pil.filter(ImageFilter.GaussianBlur(radius))
+
+
+def _noise(pil, rgb, sigma):
+    import numpy as np
+
+    return np.clip(rgb + np.random.default_rng(0).normal(0, sigma, rgb.shape), 0, 255)
+
+
+def _gamma(pil, rgb, gamma):
+    return 255.0 * (rgb / 255.0) ** gamma
+
+
+def _cast(pil, rgb, amount):
+    import numpy as np
+
+    return np.clip(rgb * np.array([1 + amount, 1.0, 1 - amount]), 0, 255)
+
+
+def _posterize(pil, rgb, bits):
+    from PIL import ImageOps
+
+    return ImageOps.posterize(pil, int(bits))
+
+
+#: ``--levels``: name -> (how, five strengths from weak to strong); none of them uses the project's library.
+LADDERS = {
+    'jpeg': (_jpeg, (50, 30, 20, 10, 5)),
+    'blur': (_blur, (0.5, 1, 2, 3, 4)),
+    'noise': (_noise, (3, 6, 10, 15, 25)),
+    'desaturation': (_enhance('Color'), (0.8, 0.6, 0.4, 0.2, 0.0)),
+    'oversaturation': (_enhance('Color'), (1.3, 1.6, 2.0, 2.5, 3.0)),
+    'darkening': (_enhance('Brightness'), (0.85, 0.7, 0.55, 0.4, 0.25)),
+    'brightening': (_enhance('Brightness'), (1.2, 1.45, 1.7, 2.0, 2.4)),
+    'contrast_down': (_enhance('Contrast'), (0.8, 0.6, 0.45, 0.3, 0.2)),
+    'contrast_up': (_enhance('Contrast'), (1.3, 1.6, 2.0, 2.5, 3.0)),
+    'gamma': (_gamma, (1.3, 1.6, 2.0, 2.5, 3.0)),
+    'colour_cast': (_cast, (0.05, 0.1, 0.15, 0.2, 0.3)),
+    'posterize': (_posterize, (6, 5, 4, 3, 2)),
+}
+
+
+def ladder(rgb, name: str) -> list:
+    """The five uint8 RGB versions of ``rgb`` for ``LADDERS[name]``, weak to strong."""
+    import numpy as np
+    from PIL import Image
+
+    how, strengths = LADDERS[name]
+    pil = Image.fromarray(rgb)
+    return [np.asarray(how(pil, rgb.astype(np.float64), s)).round().clip(0, 255).astype(np.uint8)
+            for s in strengths]
+
+
+def levels_check(metric_names, photos, tensor, ladders=tuple(LADDERS)) -> list[tuple[str, dict[str, float]]]:
+    """Per metric: per ladder, the mean over photos of SRCC(score, -level); 'all' is the mean of the ladders."""
+    import numpy as np
+    import pyiqa
+    from scipy.stats import spearmanr
+
+    rows = []
+    for metric_name in metric_names:
+        metric = pyiqa.create_metric(metric_name, device='cpu')
+        sign = -1.0 if metric.lower_better else 1.0
+        result = {}
+        for name in ladders:
+            per_photo = []
+            for rgb in photos.values():
+                scores = [sign * float(metric(tensor(x))) for x in ladder(rgb, name)]
+                rho = spearmanr(scores, -np.arange(1, 6))[0]
+                per_photo.append(0.0 if not np.isfinite(rho) else rho)
+            result[name] = float(np.mean(per_photo))
+        result['all'] = float(np.mean(list(result.values())))
+        rows.append((metric_name, result))
+        print(f'{metric_name}: {result}', file=sys.stderr, flush=True)
+    return rows
 
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -189,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--real_noise', metavar='DIR', default=None,
                         help='instead: a folder of (noisy, clean) pairs of real photos, '
                         'NAME_real.EXT and NAME_mean.EXT')
+    parser.add_argument('--levels', action='store_true',
+                        help='instead: five strengths per distortion, mean SRCC(score, -strength) per distortion')
     parser.add_argument('--noisy_suffix', default='_real', help='with --real_noise: stem suffix of noisy images')
     parser.add_argument('--clean_suffix', default='_mean', help='with --real_noise: stem suffix of clean images')
     args = parser.parse_args(argv)
@@ -222,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
 
     photos = {name: getattr(data, name)() for name in PHOTOS}
+    if args.levels:
+        rows = levels_check(args.m, photos, tensor)
+        names = list(rows[0][1])
+        print(f'Mean over {len(photos)} scikit-image photos of SRCC(score, -strength), five strengths per '
+              'distortion (Pillow / numpy):\n')
+        print('| metric | ' + ' | '.join(names) + ' |')
+        print('|---|' + '---|' * len(names))
+        for metric_name, result in rows:
+            print(f'| {metric_name} | ' + ' | '.join(f'{result[n]:.2f}' for n in names) + ' |')
+        return 0
     rows = []
     for metric_name in args.m:
         metric = pyiqa.create_metric(metric_name, device='cpu')

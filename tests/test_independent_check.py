@@ -73,3 +73,26 @@ def test_real_noise_errors_name_unpaired_files(tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='no \\(noisy, clean\\) pair found'):
         check.find_pairs(tmp_path / 'empty')
+
+
+def test_levels_ladders_grow_stronger_and_piqe_ranks_noise_and_blur(capsys):
+    """--levels: every ladder moves the photo farther from itself level by level (checked on its own
+    statistic), and a real metric (piqe, lower-better) run through ``levels_check`` ranks noise levels."""
+    import torch
+    from skimage import data
+
+    check = load_script('independent_check')
+    rgb = data.astronaut()[:160, :160]
+    for name in check.LADDERS:
+        versions = [rgb] + check.ladder(rgb, name)
+        deviation = [np.abs(v.astype(float) - rgb).mean() for v in versions]
+        assert all(b > a for a, b in zip(deviation, deviation[1:])), (name, deviation)
+    grey = [np.ptp(v.astype(float), axis=2).mean() for v in check.ladder(rgb, 'desaturation')]
+    assert grey[-1] < 1 and all(b < a for a, b in zip(grey, grey[1:]))  # colour goes, ending in grey
+
+    def tensor(a):
+        return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255
+
+    rows = check.levels_check(['piqe'], {'astronaut': rgb}, tensor, ladders=['noise'])
+    assert rows[0][0] == 'piqe' and set(rows[0][1]) == {'noise', 'all'}
+    assert rows[0][1]['noise'] >= 0.9  # measured 1.0: more noise, worse piqe (lower-better respected)
