@@ -40,8 +40,10 @@ def test_each_statistic_follows_the_change_it_reads_on_real_photos(name):
     posterised = [stat(torch.round(x * n) / n, 'flat') for n in (255, 32, 12, 6)]
     cast = [stat((x * torch.tensor([1 + s, 1.0, 1 - s]).view(1, 3, 1, 1)).clamp(0, 1), 'colour_cast')
             for s in (0, 0.2, 0.4)]
-    for values, rising, what in ((dark, True, 'darkening: clipped shadows'), (bright, True, 'brightening: clipped highlights'),
-                                 (faded, False, 'desaturation: colourfulness'), (flat, False, 'less contrast: contrast'),
+    for values, rising, what in ((dark, True, 'darkening: clipped shadows'),
+                                 (bright, True, 'brightening: clipped highlights'),
+                                 (faded, False, 'desaturation: colourfulness'),
+                                 (flat, False, 'less contrast: contrast'),
                                  (cast, True, 'red cast: cast'), (posterised, True, 'fewer levels: flat pixels')):
         steps = [b - a for a, b in zip(values, values[1:])]
         assert all(d > 0 for d in steps) if rising else all(d < 0 for d in steps), (name, what, values)
