@@ -14,10 +14,12 @@ statistics to every variant's features (``archs/photometric.py``). Then, in one 
    (``scripts/fit_regressor.py``); the weight file is metric ``crossiqa-study-NAME``;
 2. ``independent``: distortions implemented outside the library on scikit-image photos
    (``scripts/independent_check.py``);
-3. ``real_noise``: PolyU's 100 real noisy / clean pairs (``--polyu``);
-4. ``ranking``: Kodak24 L / D tests per type (``--kodak``, 6 images, 256-px crops; nested level draws unless
+3. ``levels``: the same kind of distortions, twelve of them at five strengths, as an L-test that neither the
+   pretext nor the head's pairs have seen (``scripts/independent_check.py --levels``);
+4. ``real_noise``: PolyU's 100 real noisy / clean pairs (``--polyu``);
+5. ``ranking``: Kodak24 L / D tests per type (``--kodak``, 6 images, 256-px crops; nested level draws unless
    ``--ranking-level-draws independent``, the protocol before the seventh round of docs/ABLATIONS.md);
-5. ``efficient``: the data-efficient probe with N = 25 and 50 labelled images.
+6. ``efficient``: the data-efficient probe with N = 25 and 50 labelled images.
 
 Everything is written under ``--out`` (``study.md`` collects the tables and the commands).
 """
@@ -35,7 +37,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ('fit', 'independent', 'real_noise', 'ranking', 'efficient')
+STEPS = ('fit', 'independent', 'levels', 'real_noise', 'ranking', 'efficient')
 
 
 def parse_variant(text: str) -> tuple[str, str | None]:
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     if 'independent' in args.steps:
         md += ['## Independent distortions (clean photo wins, of 6)\n',
                run([py, 'scripts/independent_check.py', '-m', *names, '--threads', str(args.threads)], env, log)]
+    if 'levels' in args.steps:
+        md += ['## Independent distortions at five strengths (mean SRCC over 6 photos)\n',
+               run([py, 'scripts/independent_check.py', '--levels', '-m', *names, '--threads', str(args.threads)],
+                   env, log)]
     if 'real_noise' in args.steps:
         md += ['## Real camera noise (PolyU)\n',
                run([py, 'scripts/independent_check.py', '-m', *names, '--real_noise', args.polyu,
