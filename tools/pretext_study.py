@@ -21,7 +21,8 @@ statistics to every variant's features (``archs/photometric.py``). Then, in one 
    ``--ranking-level-draws independent``, the protocol before the seventh round of docs/ABLATIONS.md);
 6. ``efficient``: the data-efficient probe with N = 25 and 50 labelled images.
 
-Everything is written under ``--out`` (``study.md`` collects the tables and the commands).
+Everything is written under ``--out`` (``study.md`` collects the tables and the commands; a later run into
+the same folder appends its own, dated).
 """
 from __future__ import annotations
 
@@ -185,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
              '--threads', str(args.threads)], env, log)
         md += ['## Data-efficient (CLIVE)\n', (out / 'efficient.md').read_text()]
     md += ['## Commands\n', *[f'- {c}' for c in log]]
-    (out / 'study.md').write_text('\n'.join(md) + '\n')
-    print(f'wrote {out / "study.md"}')
+    report = out / 'study.md'
+    earlier = report.read_text() + '\n' if report.is_file() else ''  # a later run of other steps adds its tables
+    report.write_text(earlier + '\n'.join(md) + '\n')
+    print(f'{"appended to" if earlier else "wrote"} {report}')
     return 0
 
 
