@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Design-study tool: each pretext encoder against the frozen backbone under the same head.
 
-    python tools/pretext_study.py --variant frozen --variant stats=runs/crossiqa_lite0_stats/crossiqa_lite0_stats.safetensors \
+    python tools/pretext_study.py --variant frozen \
+        --variant stats=runs/crossiqa_lite0_stats/crossiqa_lite0_stats.safetensors \
         [--types all] [--out runs/study] [--steps fit independent real_noise ranking efficient]
 
 For every variant (``frozen`` = the ImageNet EfficientNet-Lite0 with no pretext; ``NAME=FILE`` = a
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--photometric', action='store_true',
                    help="the head also reads the input's photometric statistics (feature token 'photometric')")
     p.add_argument('--cache', default='runs/study_cache', help='feature cache shared by studies (per encoder and data)')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='override regress options (as fit_regressor)')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                   help='override regress options (as fit_regressor)')
     args = p.parse_args(argv)
 
     args.polyu, args.kodak = absolute_layout([args.polyu, args.kodak])
