@@ -44,19 +44,15 @@ PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry', 'r
 def distortions(rgb):
     """Name -> uint8 RGB array; JPEG and blur by Pillow, noise by numpy (seeded)."""
     import numpy as np
-    from PIL import Image, ImageFilter
+    from PIL import Image
 
     pil = Image.fromarray(rgb)
-    out = {}
-    for quality in (30, 10):
-        buf = io.BytesIO()
-        pil.save(buf, 'JPEG', quality=quality)
-        out[f'jpeg q{quality}'] = np.asarray(Image.open(buf).convert('RGB'))
+    out = {f'jpeg q{quality}': np.asarray(_jpeg(pil, rgb, quality)) for quality in (30, 10)}
     rng = np.random.default_rng(0)
     for sigma in (5, 10, 25):
         out[f'noise σ{sigma}'] = np.clip(rgb + rng.normal(0, sigma, rgb.shape), 0, 255).astype(np.uint8)
     for radius in (1, 3):
-        out[f'blur r{radius}'] = np.asarray(pil.filter(ImageFilter.GaussianBlur(radius)))
+        out[f'blur r{radius}'] = np.asarray(_blur(pil, rgb, radius))
     return out
 
 
