@@ -3,10 +3,11 @@
 
     python scripts/degradation_sheet.py chelsea docs/images/degradation_sheet.jpg --size 128
     python scripts/degradation_sheet.py chelsea docs/images/degradation_sheet_camera.jpg --family camera
+    python scripts/degradation_sheet.py chelsea docs/images/degradation_sheet_tone.jpg --family tone
     python scripts/degradation_sheet.py photo.png sheet.png --family all
 
 --family picks the rows: ``kadid`` (the 25 KADID-10k types, default), ``camera`` (the camera
-family) or ``all``; or name types with --types.
+family), ``tone`` (the tone family) or ``all``; or name types with --types.
 
 IMAGE is a file path or the name of a colour ``skimage.data`` image (astronaut, chelsea,
 coffee, rocket, ...). The image is centre-cropped to a square and resized to --size px.
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument('--size', type=int, default=128, help='tile size in px (default 128)')
     ap.add_argument('--seed', type=int, default=0, help='generator seed for the random types')
     ap.add_argument('--quality', type=int, default=80, help='JPEG quality when OUT is a .jpg')
-    ap.add_argument('--family', choices=('kadid', 'camera', 'all'), default='kadid',
-                    help='rows: the 25 KADID types (default), the camera family, or all types')
+    ap.add_argument('--family', choices=('kadid', 'camera', 'tone', 'all'), default='kadid',
+                    help='rows: the 25 KADID types (default), the camera family, the tone family, or all types')
     ap.add_argument('--types', nargs='+', default=None, help='rows: these types / families instead of --family')
     args = ap.parse_args(argv)
     try:

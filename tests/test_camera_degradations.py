@@ -72,7 +72,7 @@ def _psf_geometry(k, frac=0.01):
 def test_camera_family_registered_after_kadid():
     assert CAMERA_DEGRADATIONS == ('camera_noise', 'low_light', 'overexposure', 'underexposure', 'white_balance',
                                    'path_motion_blur', 'defocus', 'camera_grain')
-    assert ALL_DEGRADATIONS[:25] == DEGRADATIONS and ALL_DEGRADATIONS[25:] == CAMERA_DEGRADATIONS
+    assert ALL_DEGRADATIONS[:25] == DEGRADATIONS and ALL_DEGRADATIONS[25:33] == CAMERA_DEGRADATIONS
     assert {'camera_noise', 'low_light', 'camera_grain'} <= CODEC_DEGRADATIONS
     assert RANDOM_DEGRADATIONS & set(CAMERA_DEGRADATIONS) == {'camera_noise', 'low_light', 'white_balance',
                                                               'path_motion_blur', 'camera_grain'}

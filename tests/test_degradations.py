@@ -14,7 +14,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from crossiqa_pyiqa.degradations import (  # noqa: E402
-    ALL_DEGRADATIONS, CAMERA_DEGRADATIONS, CODEC_DEGRADATIONS, DEGRADATIONS, RANDOM_DEGRADATIONS,
+    ALL_DEGRADATIONS, CAMERA_DEGRADATIONS, CODEC_DEGRADATIONS, DEGRADATIONS, RANDOM_DEGRADATIONS, TONE_DEGRADATIONS,
     DegradationSampler, apply, info, jpeg2000_available, parameter,
 )
 
@@ -79,7 +79,7 @@ def _gen(seed=0):
 
 def test_names_in_kadid_order():
     assert DEGRADATIONS == KADID_ORDER
-    assert ALL_DEGRADATIONS == KADID_ORDER + CAMERA_DEGRADATIONS
+    assert ALL_DEGRADATIONS == KADID_ORDER + CAMERA_DEGRADATIONS + TONE_DEGRADATIONS
     assert CODEC_DEGRADATIONS == {'jpeg', 'jpeg2000', 'camera_noise', 'low_light', 'camera_grain'}
 
 

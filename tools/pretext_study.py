@@ -3,11 +3,12 @@
 
     python tools/pretext_study.py --variant frozen \
         --variant stats=runs/crossiqa_lite0_stats/crossiqa_lite0_stats.safetensors \
-        [--types all] [--out runs/study] [--steps fit independent real_noise ranking efficient]
+        [--types kadid,camera] [--out runs/study] [--steps fit independent real_noise ranking efficient]
 
 For every variant (``frozen`` = the ImageNet EfficientNet-Lite0 with no pretext; ``NAME=FILE`` = a
 pretext weight file) the same head recipe is fitted: ridge on CLIVE + the synthetic ranking pairs of
-``--types`` (``all``: the 25 KADID types and the camera family; ``kadid``: the 25 only), from
+``--types`` (default ``kadid,camera``: the 25 KADID types and the camera family, the head of every round
+before the tone family; ``all`` adds the tone family; ``kadid``: the 25 only), from
 ``--regress`` (default options/regress/crossiqa_livec.yml); ``--photometric`` adds the input's photometric
 statistics to every variant's features (``archs/photometric.py``). Then, in one run per step, every variant:
 
@@ -52,13 +53,10 @@ def parse_variant(text: str) -> tuple[str, str | None]:
 
 
 def ranking_types(which: str) -> list[str]:
-    from crossiqa_pyiqa import degradations
+    """Comma-separated type names and group shorthands (``kadid``, ``camera``, ``tone``, ``all``)."""
+    from crossiqa_pyiqa.degradations import resolve_types
 
-    if which == 'kadid':
-        return list(degradations.DEGRADATIONS)
-    if which == 'all':
-        return list(getattr(degradations, 'ALL_DEGRADATIONS', degradations.DEGRADATIONS))
-    return which.split(',')
+    return resolve_types(which.split(','), '--types')
 
 
 def absolute_layout(obj):
@@ -96,7 +94,8 @@ def run(cmd: list[str], env: dict[str, str], log: list[str], capture: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--variant', type=parse_variant, action='append', required=True)
-    p.add_argument('--types', default='all', help="ranking-pair types of the head: all | kadid | a,b,c")
+    p.add_argument('--types', default='kadid,camera',
+                   help='ranking-pair types of the head, names or shorthands: kadid,camera (default) | all | a,b,c')
     p.add_argument('--regress', default='options/regress/crossiqa_livec.yml')
     p.add_argument('--out', default='runs/study')
     p.add_argument('--polyu', default='datasets/polyu/CroppedImages')

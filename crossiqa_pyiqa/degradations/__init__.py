@@ -1,4 +1,4 @@
-"""Synthetic degradations: the 25 KADID-10k distortion types plus a camera family, 5 levels each, in torch.
+"""Synthetic degradations: the 25 KADID-10k distortion types plus camera and tone families, 5 levels each, in torch.
 
 Used to make (reference, degraded) pairs inside the pretext training loop, so they are
 batched, run on the input's device (GPU when there is one; only JPEG / JPEG 2000 and the
@@ -7,9 +7,10 @@ camera pipelines' final JPEG go through Pillow on the CPU), are seeded by a
 KADID-10k's MATLAB reference (``imdist_generator.m``); deviations, each made so that
 level 1 is not a no-op or so that strength grows with level, are listed in
 ``docs/DEGRADATIONS.md`` and next to each table. The camera family (``camera.py``:
-sensor-pipeline noise, low light, exposure, white balance, camera shake, defocus) goes
-beyond KADID; it is registered but not in :data:`DEGRADATIONS` (see
-:data:`CAMERA_DEGRADATIONS`, :data:`ALL_DEGRADATIONS`).
+sensor-pipeline noise, low light, exposure, white balance, camera shake, defocus) and the
+tone family (``tone.py``: a wrong tone curve) go beyond KADID; they are registered but not
+in :data:`DEGRADATIONS` (see :data:`CAMERA_DEGRADATIONS`, :data:`TONE_DEGRADATIONS`,
+:data:`ALL_DEGRADATIONS`).
 
 >>> y = apply(x, 'motion_blur', 3, generator=torch.Generator().manual_seed(0))
 >>> y, specs = DegradationSampler(max_compose=2)(x, torch.Generator().manual_seed(0))
@@ -28,9 +29,10 @@ import torch
 from crossiqa_pyiqa.degradations import blur, brightness, color, compression, noise, sharpness, spatial  # noqa: F401  (registration)
 # registered last, so the registry (and the sampler's type order) starts with the KADID types as before
 from crossiqa_pyiqa.degradations import camera  # noqa: F401,E402  (registration)
+from crossiqa_pyiqa.degradations import tone  # noqa: F401,E402  (registration)
 from crossiqa_pyiqa.degradations._core import REGISTRY, Degradation, run
-from crossiqa_pyiqa.degradations._names import (ALL_DEGRADATIONS, CAMERA_DEGRADATIONS, DEGRADATIONS, TYPE_GROUPS,
-                                                resolve_types)
+from crossiqa_pyiqa.degradations._names import (ALL_DEGRADATIONS, CAMERA_DEGRADATIONS, DEGRADATIONS,
+                                                TONE_DEGRADATIONS, TYPE_GROUPS, resolve_types)
 from crossiqa_pyiqa.degradations._validate import check_image, check_level, check_name
 from crossiqa_pyiqa.degradations.compression import jpeg2000_available, set_codec_threads
 from crossiqa_pyiqa.degradations.sampler import DegradationSampler
@@ -43,7 +45,7 @@ RANDOM_DEGRADATIONS: frozenset[str] = frozenset(n for n in ALL_DEGRADATIONS if R
 #: Types implemented with a CPU codec round trip (everything else is pure torch).
 CODEC_DEGRADATIONS: frozenset[str] = frozenset(n for n in ALL_DEGRADATIONS if not REGISTRY[n].torch_native)
 
-__all__ = ['DEGRADATIONS', 'CAMERA_DEGRADATIONS', 'ALL_DEGRADATIONS', 'TYPE_GROUPS', 'resolve_types',
+__all__ = ['DEGRADATIONS', 'CAMERA_DEGRADATIONS', 'TONE_DEGRADATIONS', 'ALL_DEGRADATIONS', 'TYPE_GROUPS', 'resolve_types',
            'RANDOM_DEGRADATIONS', 'CODEC_DEGRADATIONS', 'apply', 'DegradationSampler',
            'info', 'parameter', 'jpeg2000_available', 'set_codec_threads']
 

@@ -19,17 +19,20 @@ CAMERA_DEGRADATIONS: tuple[str, ...] = (
     'path_motion_blur', 'defocus', 'camera_grain',
 )
 
-#: Every registered type: the KADID types first (in KADID order), then the camera family.
-ALL_DEGRADATIONS: tuple[str, ...] = DEGRADATIONS + CAMERA_DEGRADATIONS
+#: The tone family (``tone.py``): a wrong tone curve, mid-tones moved with black and white kept.
+TONE_DEGRADATIONS: tuple[str, ...] = ('tone_dark', 'tone_bright')
+
+#: Every registered type: the KADID types first (in KADID order), then the camera and tone families.
+ALL_DEGRADATIONS: tuple[str, ...] = DEGRADATIONS + CAMERA_DEGRADATIONS + TONE_DEGRADATIONS
 
 #: Shorthands accepted where a list of types is configured (ranking pairs, ranking benchmark).
 TYPE_GROUPS: dict[str, tuple[str, ...]] = {
-    'kadid': DEGRADATIONS, 'camera': CAMERA_DEGRADATIONS, 'all': ALL_DEGRADATIONS,
+    'kadid': DEGRADATIONS, 'camera': CAMERA_DEGRADATIONS, 'tone': TONE_DEGRADATIONS, 'all': ALL_DEGRADATIONS,
 }
 
 
 def resolve_types(types, what: str = 'types') -> list[str]:
-    """Expand a list of type names and group shorthands (``kadid``, ``camera``, ``all``) into
+    """Expand a list of type names and group shorthands (``kadid``, ``camera``, ``tone``, ``all``) into
     distinct type names in the given order; a single string is one entry. Raises
     ``ValueError`` naming unknown entries (with the valid names) or an empty list."""
     if isinstance(types, str):

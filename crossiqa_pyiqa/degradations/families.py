@@ -77,6 +77,8 @@ FAMILY_TABLE: dict[str, TypeFamily] = {
     'low_light': _f('exposure', 'dark', also=('noise',), note='dark exposure brought up by gain: also noise'),
     'brighten': _f('exposure', 'bright'),
     'overexposure': _f('exposure', 'bright'),
+    'tone_dark': _f('exposure', 'dark', note='mid-tones pulled down by a tone curve, black and white kept'),
+    'tone_bright': _f('exposure', 'bright', note='mid-tones lifted, highlights compressed toward white'),
     'mean_shift': _f('exposure', 'measured', note='offset of random sign: direction read from the pixels'),
     'contrast_change': _f('contrast', 'measured', note='up or down (random per image): read from the pixels'),
     'color_saturation_1': _f('colour', 'faded', note='desaturation'),
