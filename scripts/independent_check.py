@@ -39,6 +39,9 @@ from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry', 'retina')
+#: The camera photos among them; the other two are a stained microscope slide and a fundus image, whose
+#: "quality" under a tone or contrast change is not a photo's (``--levels`` reports both means).
+NATURAL_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket')
 
 
 def distortions(rgb):
@@ -128,8 +131,13 @@ def ladder(rgb, name: str) -> list:
             for s in strengths]
 
 
-def levels_check(metric_names, photos, tensor, ladders=tuple(LADDERS)) -> list[tuple[str, dict[str, float]]]:
-    """Per metric: per ladder, the mean over photos of SRCC(score, -level); 'all' is the mean of the ladders."""
+def levels_check(metric_names, photos, tensor, ladders=tuple(LADDERS),
+                 per_photo: dict | None = None) -> list[tuple[str, dict[str, float]]]:
+    """Per metric: per ladder, the mean over photos of SRCC(score, -level); 'all' is the mean of the ladders.
+
+    ``per_photo``, when given, is filled with ``{metric: {photo: {ladder: SRCC}}}``: a mean over six photos
+    hides which photo a metric fails on (docs/ABLATIONS.md, tenth round).
+    """
     import numpy as np
     import pyiqa
     from scipy.stats import spearmanr
@@ -139,17 +147,47 @@ def levels_check(metric_names, photos, tensor, ladders=tuple(LADDERS)) -> list[t
         metric = pyiqa.create_metric(metric_name, device='cpu')
         sign = -1.0 if metric.lower_better else 1.0
         result = {}
+        table = {photo: {} for photo in photos}
         for name in ladders:
-            per_photo = []
-            for rgb in photos.values():
+            for photo, rgb in photos.items():
                 scores = [sign * float(metric(tensor(x))) for x in ladder(rgb, name)]
                 rho = spearmanr(scores, -np.arange(1, 6))[0]
-                per_photo.append(0.0 if not np.isfinite(rho) else rho)
-            result[name] = float(np.mean(per_photo))
+                table[photo][name] = 0.0 if not np.isfinite(rho) else float(rho)
+            result[name] = float(np.mean([table[photo][name] for photo in photos]))
         result['all'] = float(np.mean(list(result.values())))
         rows.append((metric_name, result))
+        if per_photo is not None:
+            per_photo[metric_name] = table
         print(f'{metric_name}: {result}', file=sys.stderr, flush=True)
     return rows
+
+
+def print_levels_tables(rows, per_photo: dict, natural=NATURAL_PHOTOS) -> None:
+    """The ``--levels`` tables: per ladder over every photo, the same over the camera photos only, and per photo."""
+    import numpy as np
+
+    names = list(rows[0][1])
+    photos = list(next(iter(per_photo.values())))
+    subsets = [(photos, f'Mean over {len(photos)} scikit-image photos')]
+    camera = [p for p in photos if p in natural]
+    if camera and len(camera) < len(photos):
+        subsets.append((camera, f'Mean over the {len(camera)} camera photos ({", ".join(camera)})'))
+    for subset, title in subsets:
+        print(f'{title} of SRCC(score, -strength), five strengths per distortion (Pillow / numpy):\n')
+        print('| metric | ' + ' | '.join(names) + ' |')
+        print('|---|' + '---|' * len(names))
+        for metric_name, _ in rows:
+            table = per_photo[metric_name]
+            values = {n: float(np.mean([table[p][n] for p in subset])) for n in names if n != 'all'}
+            values['all'] = float(np.mean(list(values.values())))
+            print(f'| {metric_name} | ' + ' | '.join(f'{values[n]:.2f}' for n in names) + ' |')
+        print()
+    print('Per photo, mean over the distortions:\n')
+    print('| metric | ' + ' | '.join(photos) + ' |')
+    print('|---|' + '---|' * len(photos))
+    for metric_name, _ in rows:
+        table = per_photo[metric_name]
+        print(f'| {metric_name} | ' + ' | '.join(f'{np.mean(list(table[p].values())):.2f}' for p in photos) + ' |')
 
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -322,14 +360,9 @@ def main(argv: list[str] | None = None) -> int:
 
     photos = {name: getattr(data, name)() for name in PHOTOS}
     if args.levels:
-        rows = levels_check(args.m, photos, tensor)
-        names = list(rows[0][1])
-        print(f'Mean over {len(photos)} scikit-image photos of SRCC(score, -strength), five strengths per '
-              'distortion (Pillow / numpy):\n')
-        print('| metric | ' + ' | '.join(names) + ' |')
-        print('|---|' + '---|' * len(names))
-        for metric_name, result in rows:
-            print(f'| {metric_name} | ' + ' | '.join(f'{result[n]:.2f}' for n in names) + ' |')
+        per_photo: dict = {}
+        rows = levels_check(args.m, photos, tensor, per_photo=per_photo)
+        print_levels_tables(rows, per_photo)
         return 0
     rows = []
     for metric_name in args.m:

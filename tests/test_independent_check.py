@@ -93,6 +93,18 @@ def test_levels_ladders_grow_stronger_and_piqe_ranks_noise_and_blur(capsys):
     def tensor(a):
         return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255
 
-    rows = check.levels_check(['piqe'], {'astronaut': rgb}, tensor, ladders=['noise'])
+    slide = data.immunohistochemistry()[:160, :160]
+    per_photo = {}
+    rows = check.levels_check(['piqe'], {'astronaut': rgb, 'immunohistochemistry': slide}, tensor,
+                              ladders=['noise'], per_photo=per_photo)
     assert rows[0][0] == 'piqe' and set(rows[0][1]) == {'noise', 'all'}
-    assert rows[0][1]['noise'] >= 0.9  # measured 1.0: more noise, worse piqe (lower-better respected)
+    assert per_photo['piqe']['astronaut']['noise'] >= 0.9  # measured 1.0: more noise, worse piqe (lower-better)
+    both = per_photo['piqe']['astronaut']['noise'], per_photo['piqe']['immunohistochemistry']['noise']
+    assert rows[0][1]['noise'] == pytest.approx(sum(both) / 2)
+    capsys.readouterr()
+    check.print_levels_tables(rows, per_photo)
+    out = capsys.readouterr().out
+    assert 'Mean over 2 scikit-image photos' in out and 'Mean over the 1 camera photos (astronaut)' in out
+    camera_row = out.split('camera photos')[1].split('| piqe |')[1].split('\n')[0]
+    assert camera_row.split('|')[0].strip() == f'{both[0]:.2f}'   # the camera-only table reads astronaut alone
+    assert '| piqe | ' + f'{both[0]:.2f} | {both[1]:.2f} |' in out  # per photo
