@@ -45,8 +45,8 @@ RANDOM_DEGRADATIONS: frozenset[str] = frozenset(n for n in ALL_DEGRADATIONS if R
 #: Types implemented with a CPU codec round trip (everything else is pure torch).
 CODEC_DEGRADATIONS: frozenset[str] = frozenset(n for n in ALL_DEGRADATIONS if not REGISTRY[n].torch_native)
 
-__all__ = ['DEGRADATIONS', 'CAMERA_DEGRADATIONS', 'TONE_DEGRADATIONS', 'ALL_DEGRADATIONS', 'TYPE_GROUPS', 'resolve_types',
-           'RANDOM_DEGRADATIONS', 'CODEC_DEGRADATIONS', 'apply', 'DegradationSampler',
+__all__ = ['DEGRADATIONS', 'CAMERA_DEGRADATIONS', 'TONE_DEGRADATIONS', 'ALL_DEGRADATIONS', 'TYPE_GROUPS',
+           'resolve_types', 'RANDOM_DEGRADATIONS', 'CODEC_DEGRADATIONS', 'apply', 'DegradationSampler',
            'info', 'parameter', 'jpeg2000_available', 'set_codec_threads']
 
 
