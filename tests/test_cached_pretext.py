@@ -14,7 +14,8 @@ from PIL import Image
 
 from crossiqa_pyiqa.archs.stats_decoder import quality_statistics, statistics_groups
 from crossiqa_pyiqa.train.options import apply_overrides, load_options
-from crossiqa_pyiqa.train.view_cache import ViewCache, ViewCacheError, encode_specs
+from crossiqa_pyiqa.train.view_cache import (ViewCache, ViewCacheError, code_digest, degradations_code_digest,
+                                             encode_specs)
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = str(ROOT / 'options' / 'pretrain' / 'crossiqa_lite0_stats.yml')
@@ -109,6 +110,28 @@ def test_cache_is_resumed_and_refused_for_other_options(tmp_path):
         ViewCache(str(tmp_path / 'c'), key, crops=10, views=3, shard_crops=4).build(maker, progress=False)
     with pytest.raises(ValueError, match='views >= 2'):
         ViewCache(str(tmp_path / 'd'), key, crops=10, views=1)
+
+
+def test_code_digest_ignores_docstrings_and_comments_but_not_code(tmp_path):
+    """A docstring edit in degradations/ must not throw a 9-minute cache away; a changed constant must."""
+    base = ('"""Module doc."""\nGAMMAS = (1.25, 1.5)\n\n\ndef tone(x):\n    """Old doc."""\n'
+            '    return x ** GAMMAS[0]  # comment\n\n\nREGISTER = dict(note="dark")\n')
+    variants = {
+        'same': base.replace('Old doc.', 'A much longer,\n    rewrapped docstring.').replace('# comment', '')
+                    .replace('"""Module doc."""', '"""Another module doc."""'),
+        'constant': base.replace('1.25', '1.3'),
+        'note': base.replace('note="dark"', 'note="bright"'),
+        'body': base.replace('x ** GAMMAS[0]', '1 - (1 - x) ** GAMMAS[0]'),
+    }
+    digests = {}
+    for name, text in {'base': base, **variants}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / 'tone.py').write_text(text)
+        digests[name] = code_digest([folder / 'tone.py'])
+    assert digests['same'] == digests['base']
+    assert len({digests[k] for k in ('base', 'constant', 'note', 'body')}) == 4
+    assert len(degradations_code_digest()) == 64
 
 
 def test_cache_of_format_1_is_refused_and_a_shard_without_specs_is_not_written(tmp_path):

@@ -21,6 +21,7 @@ the options is refused with the differing entries named, never silently reused.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -50,16 +51,38 @@ def frozen_weights_digest(backbone: torch.nn.Module, first_trainable: int) -> st
     return h.hexdigest()
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """Drop every module, class and function docstring (string literals used as values stay)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_digest(paths: Sequence[str | os.PathLike]) -> str:
+    """SHA-256 of what the Python files *do*: their syntax trees without docstrings, comments or layout.
+
+    A docstring, comment or line-wrapping edit keeps the digest (and so keeps a cache built by the
+    same code valid); any change to code, including string literals passed as arguments, changes it.
+    """
+    h = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: os.path.basename(p)):
+        with open(path, 'rb') as f:
+            tree = _strip_docstrings(ast.parse(f.read(), filename=str(path)))
+        h.update(os.path.basename(path).encode() + b'\0' + ast.dump(tree, include_attributes=False).encode() + b'\0')
+    return h.hexdigest()
+
+
 def degradations_code_digest() -> str:
-    """SHA-256 of the degradation library's source: a cache made by other code is another cache."""
+    """Digest of the degradation library's code (``code_digest``): a cache made by other code is another cache."""
     from pathlib import Path
 
     import crossiqa_pyiqa.degradations as package
 
-    h = hashlib.sha256()
-    for path in sorted(Path(package.__file__).parent.glob('*.py')):
-        h.update(path.name.encode() + b'\0' + path.read_bytes())
-    return h.hexdigest()
+    return code_digest(list(Path(package.__file__).parent.glob('*.py')))
 
 
 def images_digest(paths: Sequence[str]) -> str:
