@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Screen ranking-pair weightings of the head against PolyU's real noise (a design-study tool).
+"""Screen ranking-pair weightings of the head against PolyU's real noise, the library's Kodak L-test and
+distortions made elsewhere (a design-study tool).
 
     python tools/ranking_weight_screen.py [--encoder FILE] [--types all] [--smooth-grain] \\
-        --config '0.5' --config '0.5 camera_grain:4 camera_grain*4' [--probe]
+        --config '0.5' --config '0.5 camera_grain:4 camera_grain*4' [--probe] [--kodak] [--levels]
 
 For one encoder (default: the frozen ImageNet Lite0 of ``options/regress/crossiqa_livec.yml``;
 ``--encoder FILE``: a pretext export, read with ``q``), CLIVE features and the synthetic ranking
@@ -13,6 +14,12 @@ on all of CLIVE + the pairs and scored on PolyU's 100 real noisy / clean pairs (
 the clean image higher); ``--probe`` adds CLIVE's 10-split median SRCC (slow: 10 fits each).
 ``--smooth-grain`` adds a pair set of ``camera_grain`` on 2x upscaled crops (pixel-smooth
 content, as in full-resolution camera photos), type ``grain_smooth``.
+
+``--kodak`` adds the Kodak L-test of ``--types`` (the study's ``ranking`` step: 6 images, 256-px centre crops,
+nested level draws; mean L over ``--kodak-mean-types``, default the 33 types of the earlier rounds, and how many of
+them fall below 0.85). ``--levels`` adds ``scripts/independent_check.py --levels`` on its four camera photos
+(distortions made with Pillow / numpy, never with the library). Both are scored with the same features as the
+head (``forward_features`` at native size), so a head costs one solve, not one metric run.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,6 +76,48 @@ def smooth_grain_pairs(net, n: int = 150, seed: int = 1) -> tuple[np.ndarray, np
     return torch.stack(diffs).double().numpy(), np.array(levels)
 
 
+def kodak_features(net, folder: str, types: list[str], crop: int = 256, n_images: int = 6):
+    """Features of the Kodak L-test items (``benchmark.ranking``: nested draws, seed 0) and the items."""
+    from crossiqa_pyiqa.benchmark.ranking import DegradedReader, load_degradations, pristine_paths, ranking_items
+    from crossiqa_pyiqa.paths import resolve
+
+    _, apply_fn = load_degradations()
+    paths = pristine_paths(resolve(folder), n_images)
+    items = ranking_items(len(paths), types)
+    reader = DegradedReader(paths, crop, apply_fn, types, seed=0, level_draws='nested')
+    with torch.inference_mode():
+        feats = [net.forward_features(reader(it)) for it in tqdm(items, desc='Kodak L-test items')]
+    return torch.cat(feats).double().numpy(), items
+
+
+def ladder_features(net) -> dict[str, dict[str, np.ndarray]]:
+    """``{photo: {ladder: (5, d) features}}`` for ``independent_check --levels`` on its camera photos."""
+    from independent_check import LADDERS, NATURAL_PHOTOS, ladder
+    from skimage import data
+
+    out = {}
+    with torch.inference_mode():
+        for photo in tqdm(NATURAL_PHOTOS, desc='--levels photos'):
+            rgb = getattr(data, photo)()
+            out[photo] = {name: torch.cat([net.forward_features(
+                torch.from_numpy(np.array(x)).permute(2, 0, 1)[None].float() / 255) for x in ladder(rgb, name)])
+                .double().numpy() for name in LADDERS}
+    return out
+
+
+def levels_l(score, feats: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """Per ladder, the mean over photos of SRCC(score, -strength) (``independent_check.levels_check``)."""
+    from scipy.stats import spearmanr
+
+    names = list(next(iter(feats.values())))
+    out = {}
+    for name in names:
+        rhos = [spearmanr(score(f[name]), -np.arange(1, 6))[0] for f in feats.values()]
+        out[name] = float(np.mean([r if np.isfinite(r) else 0.0 for r in rhos]))
+    out['all'] = float(np.mean(list(out.values())))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--encoder')
@@ -77,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--config', action='append', type=parse_config, required=True)
     p.add_argument('--smooth-grain', action='store_true')
     p.add_argument('--probe', action='store_true')
+    p.add_argument('--kodak', nargs='?', const='datasets/pristine/kodak24', default=None, metavar='DIR')
+    p.add_argument('--kodak-mean-types', default='kadid,camera')
+    p.add_argument('--levels', action='store_true')
     p.add_argument('--threads', type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -94,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = load_options(args.regress)
     if args.encoder:
         opt['encoder']['options']['feature_tokens'] = ['mean', 'std', 'cls']
-    opt['regression']['ranking']['types'] = args.types
+    opt['regression']['ranking']['types'] = args.types.split(',')
     reg, dataset, all_records, records, keep, splits = protocol_data(opt)
     net, _ = build_encoder(opt, args.encoder)
     feats = dataset_features(net, dataset, all_records, opt.get('cache_dir'))[keep]
@@ -111,11 +164,21 @@ def main(argv: list[str] | None = None) -> int:
         pairs = RankingPairs(diffs=np.concatenate([pairs.diffs, d]), levels=np.concatenate([pairs.levels, lv]),
                              types=list(pairs.types) + ['grain_smooth'] * len(lv),
                              better_levels=np.concatenate([better, np.zeros(len(lv))]))
+    if args.kodak:
+        from crossiqa_pyiqa.benchmark.ranking import ranking_tests, ranking_types
+
+        kodak_types = ranking_types(args.types.split(','))
+        mean_types = [t for t in ranking_types(args.kodak_mean_types.split(',')) if t in kodak_types]
+        kf, kitems = kodak_features(net, args.kodak, kodak_types)
+    lf = ladder_features(net) if args.levels else None
     alpha = select_alpha(feats, records.mos, reg['alphas'], reg['cv_folds'], reg['seed'], reg['cv_scoring'])
     types = np.asarray(pairs.types)
-    print('| weight | type weights | margin factors | PolyU clean preferred | pairs misordered |'
-          + (' CLIVE SRCC (10 splits) |' if args.probe else ''))
-    print('|---|---|---|---|---|' + ('---|' if args.probe else ''))
+    header = ['weight', 'type weights', 'margin factors', 'PolyU clean preferred', 'pairs misordered']
+    header += ['CLIVE SRCC (10 splits)'] if args.probe else []
+    header += ['Kodak L (mean)', 'types < 0.85'] if args.kodak else []
+    header += ['--levels camera photos'] if args.levels else []
+    print('| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header))
+    details = []
     for weight, tw, tm in args.config:
         scale = np.sqrt(np.array([tw.get(t, 1.0) for t in types]))
         factor = np.array([tm.get(t, 1.0) for t in types])
@@ -128,7 +191,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.probe:
             probe = linear_probe(feats, records.mos, splits, [alpha], 2, reg['seed'], reg['cv_scoring'], ranking=rows)
             line += f" {probe.median('srcc'):.4f} |"
+        if args.kodak:
+            tests = ranking_tests(kitems, m.predict(kf), lower_better=False)
+            low = [t for t in mean_types if tests[t]['l_srcc'] < 0.85]
+            line += f" {np.mean([tests[t]['l_srcc'] for t in mean_types]):.3f} | {len(low)} |"
+            details.append(('Kodak L', f'{weight} {tw or ""} {tm or ""}',
+                            {t: tests[t]['l_srcc'] for t in kodak_types if tests[t]['l_srcc'] < 0.85}))
+        if args.levels:
+            lv = levels_l(m.predict, lf)
+            line += f" {lv['all']:.3f} |"
+            details.append(('--levels', f'{weight} {tw or ""} {tm or ""}', lv))
         print(line, flush=True)
+    for what, config, values in details:
+        print(f'\n{what}, config "{config.strip()}": ' + ', '.join(f'{k} {v:.2f}' for k, v in values.items()))
     return 0
 
 
