@@ -77,14 +77,16 @@ def smooth_grain_pairs(net, n: int = 150, seed: int = 1) -> tuple[np.ndarray, np
 
 
 def kodak_features(net, folder: str, types: list[str], crop: int = 256, n_images: int = 6):
-    """Features of the Kodak L-test items (``benchmark.ranking``: nested draws, seed 0) and the items."""
+    """Features of the Kodak L-test items and the items: ``scripts/benchmark.py --mode ranking`` as the study runs
+    it (nested draws, the benchmark's default seed), so the draws of random-sign types are the study's."""
     from crossiqa_pyiqa.benchmark.ranking import DegradedReader, load_degradations, pristine_paths, ranking_items
+    from crossiqa_pyiqa.benchmark.runner import BenchmarkConfig
     from crossiqa_pyiqa.paths import resolve
 
     _, apply_fn = load_degradations()
     paths = pristine_paths(resolve(folder), n_images)
     items = ranking_items(len(paths), types)
-    reader = DegradedReader(paths, crop, apply_fn, types, seed=0, level_draws='nested')
+    reader = DegradedReader(paths, crop, apply_fn, types, seed=BenchmarkConfig.seed, level_draws='nested')
     with torch.inference_mode():
         feats = [net.forward_features(reader(it)) for it in tqdm(items, desc='Kodak L-test items')]
     return torch.cat(feats).double().numpy(), items
