@@ -108,3 +108,38 @@ def test_levels_ladders_grow_stronger_and_piqe_ranks_noise_and_blur(capsys):
     camera_row = out.split('camera photos')[1].split('| piqe |')[1].split('\n')[0]
     assert camera_row.split('|')[0].strip() == f'{both[0]:.2f}'   # the camera-only table reads astronaut alone
     assert '| piqe | ' + f'{both[0]:.2f} | {both[1]:.2f} |' in out  # per photo
+
+
+def test_ranking_weight_screen_levels_equal_the_metric_run(capsys):
+    """tools/ranking_weight_screen.py --levels scores a head as a linear map of the encoder's features; on the
+    shipped ``crossiqa`` that must give exactly what ``levels_check`` gets by running the metric."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import pyiqa
+    import torch
+    from skimage import data
+
+    import crossiqa_pyiqa  # noqa: F401
+
+    check = load_script('independent_check')
+    sys.modules.setdefault('independent_check', check)
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'ranking_weight_screen.py'
+    spec = importlib.util.spec_from_file_location('ranking_weight_screen', path)
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+
+    photos = {'astronaut': data.astronaut()[:192, :192], 'coffee': data.coffee()[:192, 96:288]}
+    ladders = ['gamma', 'contrast_up', 'noise']
+    rows = check.levels_check(['crossiqa'], photos, lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None]
+                              .float() / 255, ladders=ladders)
+    net = pyiqa.create_metric('crossiqa', device='cpu').net
+    feats = screen.ladder_features(net, photos)
+    with torch.inference_mode():
+        values = screen.levels_l(lambda f: net.score_features(torch.from_numpy(f).float()).flatten().numpy(),
+                                 {p: {n: f[n] for n in ladders} for p, f in feats.items()})
+    assert set(values) == {*ladders, 'all'}
+    for name in [*ladders, 'all']:
+        assert values[name] == pytest.approx(rows[0][1][name], abs=1e-9), name
+    assert values['noise'] == pytest.approx(1.0)  # and the check is not vacuous: noise is ranked on both crops

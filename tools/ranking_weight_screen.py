@@ -92,15 +92,16 @@ def kodak_features(net, folder: str, types: list[str], crop: int = 256, n_images
     return torch.cat(feats).double().numpy(), items
 
 
-def ladder_features(net) -> dict[str, dict[str, np.ndarray]]:
-    """``{photo: {ladder: (5, d) features}}`` for ``independent_check --levels`` on its camera photos."""
+def ladder_features(net, photos: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """``{photo: {ladder: (5, d) features}}`` for ``independent_check --levels`` (default: its camera photos)."""
     from independent_check import LADDERS, NATURAL_PHOTOS, ladder
     from skimage import data
 
+    if photos is None:
+        photos = {name: getattr(data, name)() for name in NATURAL_PHOTOS}
     out = {}
     with torch.inference_mode():
-        for photo in tqdm(NATURAL_PHOTOS, desc='--levels photos'):
-            rgb = getattr(data, photo)()
+        for photo, rgb in tqdm(photos.items(), desc='--levels photos'):
             out[photo] = {name: torch.cat([net.forward_features(
                 torch.from_numpy(np.array(x)).permute(2, 0, 1)[None].float() / 255) for x in ladder(rgb, name)])
                 .double().numpy() for name in LADDERS}
