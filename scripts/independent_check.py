@@ -131,6 +131,15 @@ def ladder(rgb, name: str) -> list:
             for s in strengths]
 
 
+def ladder_srcc(scores) -> float:
+    """SRCC(score, -strength) over one ladder's five versions (higher-better scores); 0 for a constant score."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(scores, -np.arange(1, len(scores) + 1))[0]
+    return float(rho) if np.isfinite(rho) else 0.0
+
+
 def levels_check(metric_names, photos, tensor, ladders=tuple(LADDERS),
                  per_photo: dict | None = None) -> list[tuple[str, dict[str, float]]]:
     """Per metric: per ladder, the mean over photos of SRCC(score, -level); 'all' is the mean of the ladders.
@@ -140,7 +149,6 @@ def levels_check(metric_names, photos, tensor, ladders=tuple(LADDERS),
     """
     import numpy as np
     import pyiqa
-    from scipy.stats import spearmanr
 
     rows = []
     for metric_name in metric_names:
@@ -150,9 +158,7 @@ def levels_check(metric_names, photos, tensor, ladders=tuple(LADDERS),
         table = {photo: {} for photo in photos}
         for name in ladders:
             for photo, rgb in photos.items():
-                scores = [sign * float(metric(tensor(x))) for x in ladder(rgb, name)]
-                rho = spearmanr(scores, -np.arange(1, 6))[0]
-                table[photo][name] = 0.0 if not np.isfinite(rho) else float(rho)
+                table[photo][name] = ladder_srcc([sign * float(metric(tensor(x))) for x in ladder(rgb, name)])
             result[name] = float(np.mean([table[photo][name] for photo in photos]))
         result['all'] = float(np.mean(list(result.values())))
         rows.append((metric_name, result))

@@ -109,14 +109,13 @@ def ladder_features(net, photos: dict[str, np.ndarray] | None = None) -> dict[st
 
 
 def levels_l(score, feats: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
-    """Per ladder, the mean over photos of SRCC(score, -strength) (``independent_check.levels_check``)."""
-    from scipy.stats import spearmanr
+    """Per ladder, the mean over photos of ``independent_check.ladder_srcc`` (as ``levels_check`` computes it)."""
+    from independent_check import ladder_srcc
 
     names = list(next(iter(feats.values())))
     out = {}
     for name in names:
-        rhos = [spearmanr(score(f[name]), -np.arange(1, 6))[0] for f in feats.values()]
-        out[name] = float(np.mean([r if np.isfinite(r) else 0.0 for r in rhos]))
+        out[name] = float(np.mean([ladder_srcc(score(f[name])) for f in feats.values()]))
     out['all'] = float(np.mean(list(out.values())))
     return out
 
