@@ -10,14 +10,21 @@ def _entry(weights: str, head: str = 'linear', lower_better: bool = False, score
             'lower_better': lower_better, 'score_range': score_range}
 
 
+#: ``crossiqa``'s output range: 25.4..101.4 over 200 crops of 64-1024 px (scripts/measure_score_range.py).
+TONE_SCORE_RANGE = '~0, ~100'
+
 #: Metric entries added to ``pyiqa.DEFAULT_CONFIGS`` (pyiqa's own format).
 PLUGIN_METRICS: dict[str, dict[str, Any]] = {
-    # Cross-IQA on a pretrained EfficientNet-Lite0 (DESIGN §2.4), ridge head fitted on CLIVE. The head is
-    # linear, so it extrapolates past the MOS scale's ends: measured 13.9..116.7 over 200 crops of 64-1024 px
-    # (scripts/measure_score_range.py); small crops (< 256 px) go above 100. Not clamped (a loss keeps its gradient).
-    'crossiqa': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
-    'crossiqa-livec': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
-    # the same score less a penalty per unit of the `noise` diagnosis strength (no MOS: synthetic pairs), at the
+    # Cross-IQA on a pretrained EfficientNet-Lite0 (DESIGN §2.4): the pretext with the camera and tone families
+    # (docs/ABLATIONS.md, eleventh round), ridge head fitted on CLIVE + ranking pairs of 35 library types
+    # (options/regress/crossiqa_tone_livec.yml). The head is linear, so it extrapolates past the MOS scale's
+    # ends (scripts/measure_score_range.py). Not clamped (a loss keeps its gradient).
+    'crossiqa': _entry('crossiqa_lite0_tone', score_range=TONE_SCORE_RANGE),
+    'crossiqa-livec': _entry('crossiqa_lite0_tone', score_range=TONE_SCORE_RANGE),
+    # the previous default (until December 2026): the first pretext (1000 steps of 16 pairs), 25-type pairs;
+    # measured 13.9..116.7 over 200 crops of 64-1024 px; small crops (< 256 px) go above 100
+    'crossiqa-v1': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
+    # crossiqa-v1's score less a penalty per unit of the `noise` diagnosis strength (no MOS: synthetic pairs), at the
     # cost the map charges for noise (explanation.MAP_PENALTY['noise'], scripts/fit_map_penalty.py): real sensor
     # noise ranked below its clean scene far more often, at a CLIVE cost (README, "crossiqa-noiseaware")
     'crossiqa-noiseaware': {**_entry('crossiqa_lite0_livec', score_range='~-40, ~125'),
@@ -29,7 +36,8 @@ PLUGIN_METRICS: dict[str, dict[str, Any]] = {
     'crossiqa-noiseaware-pretext': {**_entry('crossiqa_lite0_noiseaware', score_range='~-40, ~125'),
                                     'metric_opts': {**_entry('crossiqa_lite0_noiseaware')['metric_opts'],
                                                     'noise_penalty': 27.598, 'noise_source': 'level'}},
-    # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels)
+    # no MOS: a direction fitted on synthetic pristine-vs-degraded pairs (units: degradation levels), on
+    # crossiqa-v1's encoder (README's numbers)
     'crossiqa-zs': _entry('crossiqa_lite0_livec', 'zeroshot', score_range='-inf, inf'),
     # the earlier model: a tiny ViT trained from scratch on 518 images (README, "crossiqa-tiny")
     'crossiqa-tiny': _entry('crossiqa_tiny_livec'),

@@ -231,13 +231,18 @@ def test_bit_depth_palette_cmyk_gray_and_alpha(tmp_path, metric):
 
 # ===================================================================== tensors and sizes
 def test_minimum_sizes_per_model(tmp_path, metric):
-    for size in (16, 17, 31):  # EfficientNet-Lite0, native scale: one cell of the stride-32 map
-        with pytest.raises(ValueError, match=f'{size}x{size} is smaller than the 32x32 minimum of CrossIQA'):
+    # the shipped statistics encoder pools tokens of the stride-32 map: 2x2 of them, so that their std exists
+    for size in (16, 33, 63):
+        with pytest.raises(ValueError, match=f'{size}x{size} is smaller than the 64x64 minimum of CrossIQA'):
             metric(torch.rand(1, 3, size, size))
-    Image.fromarray(rgb('coffee', 17, 17)).save(tmp_path / 'tiny.png')
-    with pytest.raises(ValueError, match='32x32 minimum'):
+    Image.fromarray(rgb('coffee', 40, 40)).save(tmp_path / 'tiny.png')
+    with pytest.raises(ValueError, match='64x64 minimum'):
         metric(str(tmp_path / 'tiny.png'))
-    assert metric.net.min_input_size == 32 and torch.isfinite(metric(torch.rand(1, 3, 32, 32))).all()
+    assert metric.net.min_input_size == 64 and torch.isfinite(metric(torch.rand(1, 3, 64, 64))).all()
+    v1 = pyiqa.create_metric('crossiqa-v1', device='cpu')  # the reconstruction encoder: one stride-32 cell
+    with pytest.raises(ValueError, match='31x31 is smaller than the 32x32 minimum of CrossIQA'):
+        v1(torch.rand(1, 3, 31, 31))
+    assert v1.net.min_input_size == 32 and torch.isfinite(v1(torch.rand(1, 3, 32, 32))).all()
     vit = pyiqa.create_metric('crossiqa-tiny', device='cpu')  # patch 16 at scales 1 and 1/2
     with pytest.raises(ValueError, match='63x63 is smaller than the 64x64 minimum of CrossIQA'):
         vit(torch.rand(1, 3, 63, 63))
@@ -625,7 +630,7 @@ def test_cli_keeps_other_metrics_when_one_fails(tmp_path, classic_weights):
     assert set(rows) == {'strip.png', 'square.png'}
     strip = rows['strip.png']
     assert strip['crossiqa'] == '' and strip['niqe'] == '' and float(strip['brisque']) > 0
-    assert 'crossiqa: ValueError' in strip['errors'] and '32x32 minimum' in strip['errors'] and 'niqe:' in strip['errors']
+    assert 'crossiqa: ValueError' in strip['errors'] and '64x64 minimum' in strip['errors'] and 'niqe:' in strip['errors']
     assert all(rows['square.png'][m] for m in ('crossiqa', 'niqe', 'brisque')) and not rows['square.png']['errors']
     assert 'FAILED strip.png [crossiqa]' in out.stderr and 'FAILED strip.png [brisque]' not in out.stderr
 

@@ -97,7 +97,7 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
 CONFIG_KEYS = frozenset(DEFAULT_CONFIG) | {'size'}
 
 #: The packaged model ``crossiqa`` scores with (``crossiqa_pyiqa/weights/<name>.safetensors``).
-DEFAULT_WEIGHTS = 'crossiqa_lite0_livec'
+DEFAULT_WEIGHTS = 'crossiqa_lite0_tone'
 
 
 def default_weight_path(weights: str) -> str:
@@ -205,7 +205,7 @@ class CrossIQA(nn.Module):
             ``'zeroshot'``, fitted without MOS: by config ``zeroshot``, ``'mahalanobis'`` is a NIQE-style
             distance to pristine statistics (lower is better), ``'pairs'`` a direction fitted on synthetic
             pristine-vs-degraded pairs (higher is better).
-        freeze_encoder: no parameter gradients for encoder and decoder (head-only training
+        freeze_encoder: no parameter gradients for encoder, decoder and the pretext level head (head-only training
             in pyiqa's harness, which has no freeze option of its own).
         noise_penalty: score points taken off per unit of the ``noise`` diagnosis strength (in [0, 1]):
             ``score = head - noise_penalty * noise``. CLIVE's MOS alone teaches the head to read fine
@@ -342,7 +342,8 @@ class CrossIQA(nn.Module):
                 raise ValueError(f'noise_penalty needs a `noise` diagnosis head; {path} has {list(outputs)}')
             self._noise_output = outputs.index('noise')
         if freeze_encoder:  # pyiqa's harness trains only the head (gradients to the input still flow)
-            for p in [*self.encoder.parameters(), *self.decoder.parameters()]:
+            pretext = [self.encoder, self.decoder, *([self.level_head] if self.level_head is not None else [])]
+            for p in [q for module in pretext for q in module.parameters()]:
                 p.requires_grad_(False)
         self.eval()
 
@@ -491,7 +492,7 @@ class CrossIQA(nn.Module):
     @property
     def min_input_size(self) -> int:
         """Smallest image side scored: every feature scale still sees 2x2 patches (64 px for the shipped
-        models: patch 16, scales 1 and 0.5). Smaller images scored far outside the MOS range (-89 at 16 px)."""
+        ``crossiqa``, patch 32 at scale 1; 32 px for ``crossiqa-v1``, patch 16). Smaller images scored far outside the MOS range (-89 at 16 px)."""
         return max(self.patch_size, math.ceil(2 * self.patch_size / min(self.config['feature_scales'])))
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
