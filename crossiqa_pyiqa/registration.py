@@ -64,6 +64,23 @@ def register_metric(name: str, metric_opts: dict[str, Any], lower_better: bool =
                              'lower_better': lower_better, 'score_range': score_range}
 
 
+def user_metric_opts(path: Any) -> dict[str, Any]:
+    """Options of a user weight file's metric: a level head calibrated by ``scripts/fit_noise_penalty.py``
+    brings its penalty (``info.level_head.noise_penalty``), so the metric scores as the calibration measured.
+    An unreadable file is registered plain: ``create_metric`` then raises naming it."""
+    from crossiqa_pyiqa.weights import read_metadata
+
+    opts: dict[str, Any] = {'type': 'CrossIQA', 'pretrained_model_path': str(path), 'head': 'linear'}
+    try:
+        info = read_metadata(path, 'CrossIQA')[1]
+    except (OSError, ValueError):
+        return opts
+    penalty = (info.get('level_head') or {}).get('noise_penalty')
+    if isinstance(penalty, (int, float)) and penalty > 0:
+        opts.update(noise_penalty=float(penalty), noise_source='level')
+    return opts
+
+
 def _register_user_weights() -> None:
     """Heads fitted by ``scripts/fit_regressor.py`` live in the user weights dir as ``<metric>.safetensors``."""
     from crossiqa_pyiqa.weights import user_weights_dir
@@ -74,7 +91,7 @@ def _register_user_weights() -> None:
     for path in sorted(folder.glob('*.safetensors')):
         name = path.stem
         if name.startswith('crossiqa-') and name not in PLUGIN_METRICS:
-            register_metric(name, {'type': 'CrossIQA', 'pretrained_model_path': str(path), 'head': 'linear'})
+            register_metric(name, user_metric_opts(path))
 
 
 def register() -> None:

@@ -60,7 +60,21 @@ def read_weights(path: str | os.PathLike, arch: str | None = None
                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Return ``(state_dict, config, info)`` of a weight file, with errors that name the file."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config, info = read_metadata(path, arch)
+    try:
+        state_dict = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise WeightFileError(f'Weight file {path} is not a readable safetensors file ({error}).') from error
+    return state_dict, config, info
+
+
+def read_metadata(path: str | os.PathLike, arch: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, info)`` of a weight file from its header alone (no tensor is read), errors naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -68,7 +82,6 @@ def read_weights(path: str | os.PathLike, arch: str | None = None
     try:
         with safe_open(str(path), framework='pt') as f:
             metadata = f.metadata() or {}
-        state_dict = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise WeightFileError(f'Weight file {path} is not a readable safetensors file ({error}).') from error
     if metadata.get('format') != FORMAT_TAG:
@@ -82,7 +95,7 @@ def read_weights(path: str | os.PathLike, arch: str | None = None
         info = json.loads(metadata.get('info', '{}'))
     except (KeyError, json.JSONDecodeError) as error:
         raise WeightFileError(f'Weight file {path} has broken metadata ({error}).') from error
-    return state_dict, config, info
+    return config, info
 
 
 def read_named_or_path(pretrained_model_path: str | os.PathLike | None, packaged_path: str | os.PathLike,

@@ -1,7 +1,7 @@
-"""``crossiqa-noiseaware``: the shipped score less a penalty per unit of the ``noise`` diagnosis strength.
+"""``crossiqa-noiseaware``: ``crossiqa-v1``'s score less a penalty per unit of the ``noise`` diagnosis strength.
 
-CLIVE's MOS teaches the head that fine luma grain on smooth content is detail (the shipped
-``crossiqa`` prefers PolyU's real noisy shots to their clean means in 60 of 100 pairs); the
+CLIVE's MOS teaches the head that fine luma grain on smooth content is detail (``crossiqa-v1``, then
+the shipped ``crossiqa``, prefers PolyU's real noisy shots to their clean means in 60 of 100 pairs); the
 ``noise`` diagnosis head, fitted on synthetic pairs without MOS, sees it. These tests run the
 shipped weight file on scikit-image photos made pixel-smooth (1.5x bicubic upscaling, like a
 full-resolution camera crop) with faint luma noise or the library's ``camera_grain``: the cases
@@ -28,7 +28,8 @@ from crossiqa_pyiqa.explanation import MAP_PENALTY, explain  # noqa: E402
 
 @pytest.fixture(scope='module')
 def metrics():
-    return pyiqa.create_metric('crossiqa', device='cpu'), pyiqa.create_metric('crossiqa-noiseaware', device='cpu')
+    """The noise-aware metric and the plain metric of the same file (crossiqa-v1)."""
+    return pyiqa.create_metric('crossiqa-v1', device='cpu'), pyiqa.create_metric('crossiqa-noiseaware', device='cpu')
 
 
 def smooth_photo(name: str) -> torch.Tensor:

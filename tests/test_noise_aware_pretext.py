@@ -76,3 +76,39 @@ def test_the_map_charges_noise_once(metrics):
     aware, own = metrics
     e_plain, e_aware = assert_map_charges_noise_once(own, aware)
     assert e_aware.score < e_plain.score  # sigma 4/255 luma noise reads above the threshold on rocket
+
+
+def test_a_calibrated_user_weight_file_registers_with_its_penalty(tmp_path, monkeypatch, metrics):
+    """A file written by fit_noise_penalty.py into the user weights dir scores as the calibration measured."""
+    import shutil
+
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    from crossiqa_pyiqa.archs.crossiqa_arch import default_weight_path
+    from crossiqa_pyiqa.registration import _register_user_weights, user_metric_opts
+
+    folder = tmp_path / 'weights'
+    folder.mkdir()
+    shutil.copy(default_weight_path(NOISEAWARE_WEIGHTS), folder / 'crossiqa-mycalibrated.safetensors')
+    shutil.copy(default_weight_path(PLUGIN_METRICS['crossiqa']['metric_opts']['weights']),
+                folder / 'crossiqa-myplain.safetensors')
+    (folder / 'crossiqa-broken.safetensors').write_bytes(b'not a weight file')
+    monkeypatch.setenv('CROSSIQA_HOME', str(tmp_path))
+    try:
+        _register_user_weights()
+        calibrated = DEFAULT_CONFIGS['crossiqa-mycalibrated']['metric_opts']
+        assert calibrated['noise_penalty'] == metrics[1].info['level_head']['noise_penalty'] > 0
+        assert calibrated['noise_source'] == 'level'
+        assert 'noise_penalty' not in DEFAULT_CONFIGS['crossiqa-myplain']['metric_opts']
+        assert user_metric_opts(folder / 'crossiqa-broken.safetensors') == DEFAULT_CONFIGS['crossiqa-broken'][
+            'metric_opts'] == {'type': 'CrossIQA', 'pretrained_model_path': str(folder / 'crossiqa-broken.safetensors'),
+                               'head': 'linear'}
+        x = smooth_photo('rocket')
+        mine = pyiqa.create_metric('crossiqa-mycalibrated', device='cpu')
+        with torch.inference_mode():
+            assert mine(x).item() == pytest.approx(metrics[0](x).item(), abs=1e-4)
+        with pytest.raises(ValueError, match='crossiqa-broken.safetensors is not a readable safetensors file'):
+            pyiqa.create_metric('crossiqa-broken', device='cpu')
+    finally:
+        for name in ('crossiqa-mycalibrated', 'crossiqa-myplain', 'crossiqa-broken'):
+            DEFAULT_CONFIGS.pop(name, None)

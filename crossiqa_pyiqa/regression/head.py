@@ -29,9 +29,9 @@ def _file_arch(path: str | os.PathLike) -> str | None:
 def changes_layout(path: str | os.PathLike, options: dict[str, Any]) -> bool:
     """Whether ``options`` read a CrossIQA weight file's encoder out into other features than its head's."""
     from crossiqa_pyiqa.archs.crossiqa_arch import DEFAULT_CONFIG, CrossIQA, layout_value
-    from crossiqa_pyiqa.weights import read_weights
+    from crossiqa_pyiqa.weights import read_metadata
 
-    _, file_config, _ = read_weights(path, 'CrossIQA')
+    file_config, _ = read_metadata(path, 'CrossIQA')
     base = {**DEFAULT_CONFIG, **file_config}
     return any(layout_value(k, options[k], base) != layout_value(k, base[k], base)
                for k in CrossIQA.LAYOUT_KEYS if k in options)
