@@ -39,8 +39,16 @@ DEFAULT_WINDOW = 3
 #: each window reads the score head minus these times the diagnosis heads' strengths on that window
 #: (``archs/quality_map.py``). Fitted without MOS by ``scripts/fit_map_penalty.py`` (BSDS500 + McMaster,
 #: library degradations): see docs/EXPLAIN.md, "The quality map".
+#: These are the values of ``crossiqa-v1``'s file (``crossiqa_lite0_livec``), and the default for any file not in
+#: :data:`MAP_PENALTY_BY_METRIC`; ``crossiqa-noiseaware`` charges ``MAP_PENALTY['noise']``.
 MAP_PENALTY: dict[str, float] = {'blur': 75.7, 'noise': 38.0, 'compression': 54.9, 'exposure': 32.4,
                                   'contrast': 23.3, 'colour': 41.7}
+#: The penalty fitted for another shipped file, keyed by the ``metric_name`` its metadata records: a new score head
+#: costs each family a different number of points (``python scripts/fit_map_penalty.py --weights FILE``, 4.2 min).
+MAP_PENALTY_BY_METRIC: dict[str, dict[str, float]] = {
+    'crossiqa-lite0-tone': {'blur': 70.1, 'noise': 29.3, 'compression': 44.5, 'exposure': 31.9, 'contrast': 39.4,
+                            'colour': 46.8},
+}
 #: The score head's weight in the map when the weight file has window heads (``diagnosis_map``): each window reads
 #: ``MAP_HEAD_WEIGHT`` x the score head less the penalty. The head's local values move with content by ±10-20
 #: points, more than a darkened or faded half costs; at a tenth it still orders windows the diagnosis heads read
@@ -123,6 +131,12 @@ def _one_image(net, image: Any) -> torch.Tensor:
     return net.prepare_input(x)
 
 
+def map_penalty_for(net: Any) -> dict[str, float]:
+    """The map's penalty per family for this network's weight file: its own fit where one is recorded in
+    :data:`MAP_PENALTY_BY_METRIC`, else :data:`MAP_PENALTY`."""
+    return dict(MAP_PENALTY_BY_METRIC.get((net.info or {}).get('metric_name'), MAP_PENALTY))
+
+
 def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_map: bool = True,
             window: int = DEFAULT_WINDOW, map_penalty: Optional[dict] = None) -> Explanation:
     """Score, family strengths and (``quality_map=True``) the local quality map of one image.
@@ -130,8 +144,8 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
     ``image``: a path, bytes, a PIL image, or a (1, 3, H, W) / (3, H, W) tensor in [0, 1].
     ``metric``: a CrossIQA metric name (built once and cached), a pyiqa metric or a CrossIQA
     network. ``window``: the map's window side in cells (odd). ``map_penalty``: the map's penalty per
-    family (None: :data:`MAP_PENALTY`; ``{}``: the score head alone, at weight 1). Raises ``RuntimeError`` naming the
-    fit command when the metric's weight file holds no diagnosis heads.
+    family (None: the file's, :func:`map_penalty_for`; ``{}``: the score head alone, at weight 1). Raises
+    ``RuntimeError`` naming the fit command when the metric's weight file holds no diagnosis heads.
     """
     from crossiqa_pyiqa.archs.quality_map import encode_maps
     from crossiqa_pyiqa.archs.quality_map import quality_map as local_map
@@ -153,7 +167,7 @@ def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_ma
         features = encoded['features'] if encoded is not None and whole else net.forward_features(x)
         score = float(net.score_features(features).reshape(-1)[0])
         strengths = net.diagnose(features)[0].tolist()
-        penalty = MAP_PENALTY if map_penalty is None else dict(map_penalty)
+        penalty = map_penalty_for(net) if map_penalty is None else dict(map_penalty)
         window_heads = getattr(net, 'diagnosis_map', None) is not None
         head_weight = MAP_HEAD_WEIGHT if penalty and window_heads else 1.0
         the_map = (local_map(net, encoded, window, penalty=penalty, head_weight=head_weight).cpu().numpy()[0]

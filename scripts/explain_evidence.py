@@ -11,8 +11,8 @@ On held-out pristine photos (Kodak24; the heads were fitted on BSDS500 + McMaste
    were fitted on (blur, noise, JPEG, darker, brighter, lower contrast, de-/over-saturation,
    a colour cast), levels 1-5: the same questions;
 3. **half**: one half of each photo degraded (the side alternates): is the quality map (as
-   ``explain`` reports it, with ``MAP_PENALTY``; ``--no_penalty``: without) lower on the degraded
-   half than on the other, and are the earlier map (crop heads, head weight 1) and the score head's
+   ``explain`` reports it, with the file's penalty, ``map_penalty_for``; ``--no_penalty``: without) lower on
+   the degraded half than on the other, and are the earlier map (crop heads, head weight 1) and the score head's
    map alone; the map at other score head weights; the raw maps' means against the score.
    ``--half_only --kodak datasets/pristine/mcmaster`` runs this part alone on other photos (the
    fitting photos, where ``MAP_HEAD_WEIGHT`` was chosen);
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     import crossiqa_pyiqa  # noqa: F401
     from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA, default_weight_path, DEFAULT_WEIGHTS
     from crossiqa_pyiqa.degradations.families import DIAGNOSED_TYPES
-    from crossiqa_pyiqa.explanation import DEFAULT_WINDOW, MAP_HEAD_WEIGHT, MAP_PENALTY
+    from crossiqa_pyiqa.explanation import DEFAULT_WINDOW, MAP_HEAD_WEIGHT, map_penalty_for
     from crossiqa_pyiqa.regression.features import folder_images
 
     start = time.time()
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         result['not_diagnosed'] = not_diagnosed(net, photos, args.cache_dir)
     if not args.skip_half:
         weight = MAP_HEAD_WEIGHT if net.diagnosis_map is not None and not args.no_penalty else 1.0
-        result['half'] = half_study(net, photos, window, {} if args.no_penalty else MAP_PENALTY, weight)
+        result['half'] = half_study(net, photos, window, {} if args.no_penalty else map_penalty_for(net), weight)
     if args.polyu and not args.half_only:
         try:
             result['polyu'] = polyu_study(net, args.polyu, args.cache_dir)

@@ -170,7 +170,7 @@ def fitted_map(fitted):
 
 def test_window_heads_are_added_beside_the_crop_heads_and_the_map_reads_them(fitted_map):
     from crossiqa_pyiqa.archs.quality_map import encode_maps, family_strength_maps, local_features, quality_map
-    from crossiqa_pyiqa.explanation import MAP_HEAD_WEIGHT, MAP_PENALTY
+    from crossiqa_pyiqa.explanation import MAP_HEAD_WEIGHT, map_penalty_for
 
     out, with_map = fitted_map
     prov = _only_heads_added(out, with_map, 'diagnosis_map')  # crop heads and network bit for bit
@@ -185,13 +185,14 @@ def test_window_heads_are_added_beside_the_crop_heads_and_the_map_reads_them(fit
     assert a.info['map_heads'] == 'crop' and a.info['map_head_weight'] == 1.0
     assert b.info['map_heads'] == 'window' and b.info['map_head_weight'] == MAP_HEAD_WEIGHT
     net = m.net
+    penalty = map_penalty_for(net)
     with torch.inference_mode():
         encoded = encode_maps(net, x)
         feats = local_features(net, encoded, 3)
         head = quality_map(net, encoded, 3, centre=False, penalty={})
-        window = family_strength_maps(net, feats, list(MAP_PENALTY))
-        crop = family_strength_maps(net, feats, list(MAP_PENALTY), heads=net.diagnosis)
-        expected = MAP_HEAD_WEIGHT * head - sum(MAP_PENALTY[f] * s for f, s in window.items())
+        window = family_strength_maps(net, feats, list(penalty))
+        crop = family_strength_maps(net, feats, list(penalty), heads=net.diagnosis)
+        expected = MAP_HEAD_WEIGHT * head - sum(penalty[f] * s for f, s in window.items())
     assert not torch.allclose(window['blur'], crop['blur'])  # the map reads the window heads ...
     centred = expected - expected.mean() + b.score
     np.testing.assert_allclose(b.quality_map, centred[0].numpy(), atol=1e-3)  # ... at MAP_HEAD_WEIGHT
@@ -312,10 +313,15 @@ def test_map_is_the_score_head_on_windows_and_its_mean_is_the_score(metric):
 @needs_heads
 def test_map_penalty_marks_a_darkened_or_faded_half_and_keeps_the_score_relation(metric):
     from crossiqa_pyiqa.archs.quality_map import encode_maps, family_strength_maps, local_features, quality_map
-    from crossiqa_pyiqa.explanation import MAP_HEAD_WEIGHT, MAP_PENALTY
+    from crossiqa_pyiqa.explanation import MAP_HEAD_WEIGHT, MAP_PENALTY, MAP_PENALTY_BY_METRIC, map_penalty_for
 
-    assert set(MAP_PENALTY) <= set(FAMILIES) and all(v >= 0 for v in MAP_PENALTY.values()) and any(MAP_PENALTY.values())
     net = metric.net
+    # the shipped file is charged its own fit (scripts/fit_map_penalty.py); crossiqa-v1's file the default
+    penalty = map_penalty_for(net)
+    assert penalty == MAP_PENALTY_BY_METRIC['crossiqa-lite0-tone'] != MAP_PENALTY
+    assert map_penalty_for(pyiqa.create_metric('crossiqa-v1', device='cpu').net) == MAP_PENALTY
+    for table in (MAP_PENALTY, *MAP_PENALTY_BY_METRIC.values()):
+        assert set(table) == set(MAP_PENALTY) <= set(FAMILIES) and all(v >= 0 for v in table.values())
     x = photo('chelsea', (288, 384))
     w = x.shape[-1] // 2
     for change in ('dark', 'faded'):
@@ -330,7 +336,7 @@ def test_map_penalty_marks_a_darkened_or_faded_half_and_keeps_the_score_relation
             q = crossiqa_pyiqa.explain(y, metric).quality_map
             left, right = _halves(q)
             assert (left < right) if side == 'left' else (right < left), (change, side, left, right)
-    # the penalty is the window heads' strengths on each window times MAP_PENALTY, beside MAP_HEAD_WEIGHT x the
+    # the penalty is the window heads' strengths on each window times the file's penalty, beside MAP_HEAD_WEIGHT x the
     # score head; {} is the score head alone
     y = x.clone()
     y[..., :w] = x[..., :w] * 0.35
@@ -338,21 +344,21 @@ def test_map_penalty_marks_a_darkened_or_faded_half_and_keeps_the_score_relation
     with torch.inference_mode():
         encoded = encode_maps(net, y)
         head = quality_map(net, encoded, 3, centre=False, penalty={})
-        strengths = family_strength_maps(net, local_features(net, encoded, 3), list(MAP_PENALTY))
-        expected = MAP_HEAD_WEIGHT * head - sum(MAP_PENALTY[f] * s for f, s in strengths.items())
-        shown = quality_map(net, encoded, 3, centre=False, penalty=MAP_PENALTY, head_weight=MAP_HEAD_WEIGHT)
+        strengths = family_strength_maps(net, local_features(net, encoded, 3), list(penalty))
+        expected = MAP_HEAD_WEIGHT * head - sum(penalty[f] * s for f, s in strengths.items())
+        shown = quality_map(net, encoded, 3, centre=False, penalty=penalty, head_weight=MAP_HEAD_WEIGHT)
         assert torch.allclose(shown, expected, atol=1e-4)
         cells = w // 32
         assert float(strengths['exposure'][..., :cells].mean()) > float(strengths['exposure'][..., -cells:].mean())
         # a window covering the whole photo, crop heads, head weight 1: the score less the penalty of the
         # photo's own family strengths
-        whole = quality_map(net, encoded, 25, centre=False, penalty=MAP_PENALTY, heads=net.diagnosis)
+        whole = quality_map(net, encoded, 25, centre=False, penalty=penalty, heads=net.diagnosis)
         found = crossiqa_pyiqa.explain(y, metric)
-        own = found.score - sum(MAP_PENALTY[f] * found.families[f] for f in MAP_PENALTY)
+        own = found.score - sum(penalty[f] * found.families[f] for f in penalty)
     assert torch.allclose(whole, torch.full_like(whole, own), atol=1e-3)
     assert found.info['map_heads'] == 'window' and found.info['map_head_weight'] == MAP_HEAD_WEIGHT
     assert found.quality_map.mean() == pytest.approx(found.score, abs=1e-3)
-    assert found.info['map_penalty'] == MAP_PENALTY
+    assert found.info['map_penalty'] == penalty
     plain = crossiqa_pyiqa.explain(y, metric, map_penalty={}).quality_map
     assert plain.mean() == pytest.approx(found.score, abs=1e-3) and not np.allclose(plain, found.quality_map)
 
