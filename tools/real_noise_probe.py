@@ -380,10 +380,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                for q, te in preds])),
              'polyu_clean_preferred': float(((s_c - g * n_c) > (s_n - g * n_n)).mean())}
             for g in (0, 10, 20, 40, 80)]
-        # crossiqa-noiseaware: the noise *strength* (clipped to [0, 1]) at the map's cost per unit of noise
-        from crossiqa_pyiqa.explanation import MAP_PENALTY
+        # crossiqa-noiseaware: the noise *strength* (clipped to [0, 1]) at the map's cost per unit of noise (this
+        # file's own fit, explanation.map_penalty_for)
+        from crossiqa_pyiqa.explanation import map_penalty_for
 
-        g = MAP_PENALTY['noise']
+        g = map_penalty_for(net)['noise']
         clip = lambda a: np.clip(a, 0, 1)  # noqa: E731
         result['noiseaware'] = {
             'gamma': g,
