@@ -40,7 +40,8 @@ DEFAULT_WINDOW = 3
 #: (``archs/quality_map.py``). Fitted without MOS by ``scripts/fit_map_penalty.py`` (BSDS500 + McMaster,
 #: library degradations): see docs/EXPLAIN.md, "The quality map".
 #: These are the values of ``crossiqa-v1``'s file (``crossiqa_lite0_livec``), and the default for any file not in
-#: :data:`MAP_PENALTY_BY_METRIC`; ``crossiqa-noiseaware`` charges ``MAP_PENALTY['noise']``.
+#: :data:`MAP_PENALTY_BY_METRIC`. ``crossiqa-noiseaware-v1`` charges ``MAP_PENALTY['noise']`` and
+#: ``crossiqa-noiseaware`` its file's entry's (``crossiqa_pyiqa/registration.py``).
 MAP_PENALTY: dict[str, float] = {'blur': 75.7, 'noise': 38.0, 'compression': 54.9, 'exposure': 32.4,
                                   'contrast': 23.3, 'colour': 41.7}
 #: The penalty fitted for another shipped file, keyed by the ``metric_name`` its metadata records: a new score head

@@ -10,8 +10,11 @@ def _entry(weights: str, head: str = 'linear', lower_better: bool = False, score
             'lower_better': lower_better, 'score_range': score_range}
 
 
-#: ``crossiqa``'s output range: 25.4..101.4 over 200 crops of 64-1024 px (scripts/measure_score_range.py).
-TONE_SCORE_RANGE = '~0, ~100'
+#: ``crossiqa``'s output range: 25.4..115.5 over 400 crops of 64-1024 px (``scripts/measure_score_range.py``; the
+#: crops above 100 are all under 256 px).
+TONE_SCORE_RANGE = '~0, ~115'
+#: ``crossiqa-noiseaware``'s: the same, less up to 29.3 points for noise (measured 25.4..115.5 on the same clean crops).
+NOISEAWARE_SCORE_RANGE = '~-30, ~115'
 
 #: Metric entries added to ``pyiqa.DEFAULT_CONFIGS`` (pyiqa's own format).
 PLUGIN_METRICS: dict[str, dict[str, Any]] = {
@@ -24,11 +27,16 @@ PLUGIN_METRICS: dict[str, dict[str, Any]] = {
     # the previous default (until December 2026): the first pretext (1000 steps of 16 pairs), 25-type pairs;
     # measured 13.9..116.7 over 200 crops of 64-1024 px; small crops (< 256 px) go above 100
     'crossiqa-v1': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
-    # crossiqa-v1's score less a penalty per unit of the `noise` diagnosis strength (no MOS: synthetic pairs), at the
-    # cost the map charges for noise (explanation.MAP_PENALTY['noise'], scripts/fit_map_penalty.py): real sensor
-    # noise ranked below its clean scene far more often, at a CLIVE cost (README, "crossiqa-noiseaware")
-    'crossiqa-noiseaware': {**_entry('crossiqa_lite0_livec', score_range='~-40, ~125'),
-                            'metric_opts': {**_entry('crossiqa_lite0_livec')['metric_opts'], 'noise_penalty': 38.0}},
+    # crossiqa's score less a penalty per unit of the `noise` diagnosis strength (no MOS: synthetic pairs), at the
+    # cost the map charges for noise on this file (explanation.MAP_PENALTY_BY_METRIC, scripts/fit_map_penalty.py):
+    # real sensor noise ranked below its clean scene far more often, at a small CLIVE cost (README,
+    # "crossiqa-noiseaware")
+    'crossiqa-noiseaware': {**_entry('crossiqa_lite0_tone', score_range=NOISEAWARE_SCORE_RANGE),
+                            'metric_opts': {**_entry('crossiqa_lite0_tone')['metric_opts'], 'noise_penalty': 29.3}},
+    # the same on crossiqa-v1's file, at its map's cost of noise (explanation.MAP_PENALTY['noise']); the
+    # previous crossiqa-noiseaware (until December 6th, 2026)
+    'crossiqa-noiseaware-v1': {**_entry('crossiqa_lite0_livec', score_range='~-40, ~125'),
+                               'metric_opts': {**_entry('crossiqa_lite0_livec')['metric_opts'], 'noise_penalty': 38.0}},
     # its own file (README, "crossiqa-noiseaware-pretext"): the pretext trained with the level term (it reads a
     # view's noise level, no MOS), a head on stages >= 4 and q, and the score less 27.598 points per unit
     # (level / 5) of the pretext's noise reading above clean photos' median; threshold and penalty fitted without

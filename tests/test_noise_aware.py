@@ -1,11 +1,11 @@
-"""``crossiqa-noiseaware``: ``crossiqa-v1``'s score less a penalty per unit of the ``noise`` diagnosis strength.
+"""``crossiqa-noiseaware``: ``crossiqa``'s score less a penalty per unit of the ``noise`` diagnosis strength.
 
-CLIVE's MOS teaches the head that fine luma grain on smooth content is detail (``crossiqa-v1``, then
-the shipped ``crossiqa``, prefers PolyU's real noisy shots to their clean means in 60 of 100 pairs); the
-``noise`` diagnosis head, fitted on synthetic pairs without MOS, sees it. These tests run the
-shipped weight file on scikit-image photos made pixel-smooth (1.5x bicubic upscaling, like a
-full-resolution camera crop) with faint luma noise or the library's ``camera_grain``: the cases
-where the plain score is fooled.
+CLIVE's MOS teaches the head that fine luma grain on smooth content is detail (the shipped ``crossiqa``
+prefers PolyU's real noisy shots to their clean means in 59 of 100 pairs); the ``noise`` diagnosis head,
+fitted on synthetic pairs without MOS, sees it. These tests run the shipped weight files on scikit-image
+photos made pixel-smooth (1.5x bicubic upscaling, like a full-resolution camera crop) with faint luma noise
+or the library's ``camera_grain``: the cases where the plain score is fooled. ``crossiqa-noiseaware-v1`` is
+the same on ``crossiqa-v1``'s file.
 """
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ import crossiqa_pyiqa  # noqa: E402, F401  (registers the metrics)
 import pyiqa  # noqa: E402
 from crossiqa_pyiqa.archs.crossiqa_arch import CrossIQA  # noqa: E402
 from crossiqa_pyiqa.degradations import apply  # noqa: E402
-from crossiqa_pyiqa.explanation import MAP_PENALTY, explain  # noqa: E402
+from crossiqa_pyiqa.explanation import explain, map_penalty_for  # noqa: E402
 
 
-@pytest.fixture(scope='module')
-def metrics():
-    """The noise-aware metric and the plain metric of the same file (crossiqa-v1)."""
-    return pyiqa.create_metric('crossiqa-v1', device='cpu'), pyiqa.create_metric('crossiqa-noiseaware', device='cpu')
+@pytest.fixture(scope='module', params=[('crossiqa', 'crossiqa-noiseaware'), ('crossiqa-v1', 'crossiqa-noiseaware-v1')],
+                ids=['tone', 'v1'])
+def metrics(request):
+    """The plain metric and the noise-aware metric of the same file."""
+    plain, aware = request.param
+    return pyiqa.create_metric(plain, device='cpu'), pyiqa.create_metric(aware, device='cpu')
 
 
 def smooth_photo(name: str) -> torch.Tensor:
@@ -46,28 +48,40 @@ def noisy_versions(x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def test_the_score_is_the_plain_score_less_the_penalty_times_the_noise_strength(metrics):
     plain, aware = metrics
-    assert aware.net.noise_penalty == MAP_PENALTY['noise']  # the map's cost of noise, fitted without MOS
+    # the map's cost of noise on this file, fitted without MOS (scripts/fit_map_penalty.py)
+    gamma = map_penalty_for(plain.net)['noise']
+    assert aware.net.noise_penalty == gamma and aware.net.info == plain.net.info  # the same file
     x = smooth_photo('astronaut')
     batch = torch.cat([x, *noisy_versions(x).values()])
     with torch.inference_mode():
         features = plain.net.forward_features(batch)
         k = plain.net.diagnosis.outputs.index('noise')
         noise = plain.net.diagnose(features)[:, k]
-        expected = plain.net.score_features(features)[:, 0] - MAP_PENALTY['noise'] * noise
+        expected = plain.net.score_features(features)[:, 0] - gamma * noise
     torch.testing.assert_close(aware(batch).flatten(), expected, rtol=0, atol=1e-4)
     assert (noise[1:] > noise[0]).all()
 
 
+#: The (photo, noise) cases where ``crossiqa-noiseaware`` (the tone file, penalty 29.3) still prefers the noisy
+#: version: its plain score pays faint grain more than ``crossiqa-v1``'s does, and the penalty, fitted without MOS
+#: or real noise, is not raised to hide it (README, "Real camera noise"). Checked both ways below.
+STILL_FOOLED = {'tone': {('rocket', 'luma sigma 2/255'), ('astronaut', 'camera_grain level 1')}, 'v1': set()}
+
+
 @pytest.mark.parametrize('photo', ['rocket', 'astronaut', 'chelsea'])
-def test_faint_grain_on_smooth_content_scores_below_the_clean_photo(metrics, photo):
+def test_faint_grain_on_smooth_content_scores_below_the_clean_photo(metrics, photo, request):
     plain, aware = metrics
+    fooled = STILL_FOOLED[request.node.callspec.id.split('-')[0]]
     x = smooth_photo(photo)
     versions = noisy_versions(x)
     with torch.inference_mode():
         p = plain(torch.cat([x, *versions.values()])).flatten()
         a = aware(torch.cat([x, *versions.values()])).flatten()
     for i, name in enumerate(versions, start=1):
-        assert a[0] > a[i], f'{photo} + {name}: noise-aware score {a[i]:.2f} >= clean {a[0]:.2f}'
+        if (photo, name) in fooled:  # a known miss stays a miss: a change here is news either way
+            assert a[0] <= a[i], f'{photo} + {name} is now ranked right: update STILL_FOOLED and the README'
+        else:
+            assert a[0] > a[i], f'{photo} + {name}: noise-aware score {a[i]:.2f} >= clean {a[0]:.2f}'
         # the penalty only widens the gap the plain score leaves (on rocket the plain score prefers the grain)
         assert a[0] - a[i] > p[0] - p[i]
 
@@ -84,7 +98,7 @@ def assert_blur_and_jpeg_rank_alike(plain, aware) -> None:
 
 
 def assert_map_charges_noise_once(plain, aware) -> tuple:
-    """The same local values (the map takes the score's own noise penalty back out and charges MAP_PENALTY's,
+    """The same local values (the map takes the score's own noise penalty back out and charges the file's map penalty,
     never twice), each centred on its own score; returns the two explanations."""
     x = noisy_versions(smooth_photo('rocket'))['luma sigma 4/255']
     e_plain, e_aware = explain(x, metric=plain), explain(x, metric=aware)
