@@ -19,7 +19,8 @@ pays real grain as detail (docs/ABLATIONS.md). This script fixes the two numbers
   ``crossiqa-noiseaware``'s first penalty was fitted the same way (``scripts/fit_map_penalty.py``).
 
 Writes ``--out`` (may be ``--weights``; every other tensor unchanged): the level head's noise bias
-moved by the threshold (so the reading is 0 there) and ``info['level_head']`` with the threshold, gamma and the fit's data; prints gamma.
+moved by the threshold (so the reading is 0 there) and ``info['level_head']`` with the threshold, gamma and
+the fit's data; prints gamma.
 Use it as ``pyiqa.create_metric('crossiqa', pretrained_model_path=FILE, noise_penalty=GAMMA,
 noise_source='level')``; written into the user weights dir as ``crossiqa-NAME.safetensors`` it registers as
 metric ``crossiqa-NAME`` with that penalty already applied. About 3 minutes on one CPU thread.

@@ -492,7 +492,8 @@ class CrossIQA(nn.Module):
     @property
     def min_input_size(self) -> int:
         """Smallest image side scored: every feature scale still sees 2x2 patches (64 px for the shipped
-        ``crossiqa``, patch 32 at scale 1; 32 px for ``crossiqa-v1``, patch 16). Smaller images scored far outside the MOS range (-89 at 16 px)."""
+        ``crossiqa``, patch 32 at scale 1; 32 px for ``crossiqa-v1``, patch 16). Smaller images scored far
+        outside the MOS range (-89 at 16 px)."""
         return max(self.patch_size, math.ceil(2 * self.patch_size / min(self.config['feature_scales'])))
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
