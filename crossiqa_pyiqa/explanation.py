@@ -29,27 +29,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from crossiqa_pyiqa.archs.quality_map import MAP_PENALTY, MAP_PENALTY_BY_METRIC, map_penalty_for  # noqa: F401
 from crossiqa_pyiqa.degradations.families import FAMILIES, family_strengths
 
 #: ``top_family`` and the directions are None below this strength (about level 1; pristine photos stay under it).
 DIRECTION_THRESHOLD = 0.25
 #: Default side of the map's window, in cells of the quality stage (3 cells: 96 px on EfficientNet-Lite).
 DEFAULT_WINDOW = 3
-#: The quality map's penalty per diagnosed family, in score points per unit of strength (1 ≈ library level 5):
-#: each window reads the score head minus these times the diagnosis heads' strengths on that window
-#: (``archs/quality_map.py``). Fitted without MOS by ``scripts/fit_map_penalty.py`` (BSDS500 + McMaster,
-#: library degradations): see docs/EXPLAIN.md, "The quality map".
-#: These are the values of ``crossiqa-v1``'s file (``crossiqa_lite0_livec``), and the default for any file not in
-#: :data:`MAP_PENALTY_BY_METRIC`. ``crossiqa-noiseaware-v1`` charges ``MAP_PENALTY['noise']`` and
-#: ``crossiqa-noiseaware`` its file's entry's (``crossiqa_pyiqa/registration.py``).
-MAP_PENALTY: dict[str, float] = {'blur': 75.7, 'noise': 38.0, 'compression': 54.9, 'exposure': 32.4,
-                                  'contrast': 23.3, 'colour': 41.7}
-#: The penalty fitted for another shipped file, keyed by the ``metric_name`` its metadata records: a new score head
-#: costs each family a different number of points (``python scripts/fit_map_penalty.py --weights FILE``, 4.2 min).
-MAP_PENALTY_BY_METRIC: dict[str, dict[str, float]] = {
-    'crossiqa-lite0-tone': {'blur': 70.1, 'noise': 29.3, 'compression': 44.5, 'exposure': 31.9, 'contrast': 39.4,
-                            'colour': 46.8},
-}
 #: The score head's weight in the map when the weight file has window heads (``diagnosis_map``): each window reads
 #: ``MAP_HEAD_WEIGHT`` x the score head less the penalty. The head's local values move with content by ±10-20
 #: points, more than a darkened or faded half costs; at a tenth it still orders windows the diagnosis heads read
@@ -130,12 +116,6 @@ def _one_image(net, image: Any) -> torch.Tensor:
         raise ValueError(f'explain takes one image, got a batch of {x.shape[0]}: '
                          'call it per image, explain(x[i:i + 1])')
     return net.prepare_input(x)
-
-
-def map_penalty_for(net: Any) -> dict[str, float]:
-    """The map's penalty per family for this network's weight file: its own fit where one is recorded in
-    :data:`MAP_PENALTY_BY_METRIC`, else :data:`MAP_PENALTY`."""
-    return dict(MAP_PENALTY_BY_METRIC.get((net.info or {}).get('metric_name'), MAP_PENALTY))
 
 
 def explain(image: Any, metric: Any = 'crossiqa', device: Any = None, quality_map: bool = True,

@@ -5,6 +5,8 @@ from typing import Any
 
 from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
+from crossiqa_pyiqa.archs.quality_map import MAP_PENALTY, MAP_PENALTY_BY_METRIC
+
 def _entry(weights: str, head: str = 'linear', lower_better: bool = False, score_range: str = '~0, ~100') -> dict:
     return {'metric_opts': {'type': 'CrossIQA', 'weights': weights, 'head': head}, 'metric_mode': 'NR',
             'lower_better': lower_better, 'score_range': score_range}
@@ -28,15 +30,17 @@ PLUGIN_METRICS: dict[str, dict[str, Any]] = {
     # measured 13.9..116.7 over 200 crops of 64-1024 px; small crops (< 256 px) go above 100
     'crossiqa-v1': _entry('crossiqa_lite0_livec', score_range='~0, ~125'),
     # crossiqa's score less a penalty per unit of the `noise` diagnosis strength (no MOS: synthetic pairs), at the
-    # cost the map charges for noise on this file (explanation.MAP_PENALTY_BY_METRIC, scripts/fit_map_penalty.py):
+    # cost the map charges for noise on this file (quality_map.MAP_PENALTY_BY_METRIC, scripts/fit_map_penalty.py):
     # real sensor noise ranked below its clean scene far more often, at a small CLIVE cost (README,
     # "crossiqa-noiseaware")
     'crossiqa-noiseaware': {**_entry('crossiqa_lite0_tone', score_range=NOISEAWARE_SCORE_RANGE),
-                            'metric_opts': {**_entry('crossiqa_lite0_tone')['metric_opts'], 'noise_penalty': 29.3}},
-    # the same on crossiqa-v1's file, at its map's cost of noise (explanation.MAP_PENALTY['noise']); the
+                            'metric_opts': {**_entry('crossiqa_lite0_tone')['metric_opts'],
+                                            'noise_penalty': MAP_PENALTY_BY_METRIC['crossiqa-lite0-tone']['noise']}},
+    # the same on crossiqa-v1's file, at its map's cost of noise (quality_map.MAP_PENALTY['noise']); the
     # previous crossiqa-noiseaware (until December 6th, 2026)
     'crossiqa-noiseaware-v1': {**_entry('crossiqa_lite0_livec', score_range='~-40, ~125'),
-                               'metric_opts': {**_entry('crossiqa_lite0_livec')['metric_opts'], 'noise_penalty': 38.0}},
+                               'metric_opts': {**_entry('crossiqa_lite0_livec')['metric_opts'],
+                                               'noise_penalty': MAP_PENALTY['noise']}},
     # its own file (README, "crossiqa-noiseaware-pretext"): the pretext trained with the level term (it reads a
     # view's noise level, no MOS), a head on stages >= 4 and q, and the score less 27.598 points per unit
     # (level / 5) of the pretext's noise reading above clean photos' median; threshold and penalty fitted without

@@ -342,9 +342,9 @@ class CrossIQA(nn.Module):
                 raise ValueError(f'noise_penalty needs a `noise` diagnosis head; {path} has {list(outputs)}')
             self._noise_output = outputs.index('noise')
         if freeze_encoder:  # pyiqa's harness trains only the head (gradients to the input still flow)
-            pretext = [self.encoder, self.decoder, *([self.level_head] if self.level_head is not None else [])]
-            for p in [q for module in pretext for q in module.parameters()]:
-                p.requires_grad_(False)
+            for module in (self.encoder, self.decoder, self.level_head):
+                if module is not None:
+                    module.requires_grad_(False)
         self.eval()
 
     def _apply(self, fn, recurse=True):  # half(): network weights in half, head and statistics float32

@@ -24,17 +24,41 @@ its local values move with content (a detailed window reads better than a plain 
 than a darkened or faded region costs it. :func:`quality_map` therefore subtracts a penalty
 per diagnosed family: the diagnosis heads (which do read exposure, contrast and colour) on the
 same window's features, times what a unit of that family's strength costs the global score
-(``explanation.MAP_PENALTY``, fitted without MOS by ``scripts/fit_map_penalty.py``). With a
+(:data:`MAP_PENALTY`, fitted without MOS by ``scripts/fit_map_penalty.py``). With a
 whole-image window a cell reads ``score - sum_f MAP_PENALTY[f] * s_f(photo)`` (tested); see
 :func:`quality_map` for the centred map ``explain`` reports.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from crossiqa_pyiqa.archs.backbones import NUM_STAGES, BACKBONE_CONFIGS
 from crossiqa_pyiqa.archs.photometric import pixel_moments, statistics_from_moments
+
+#: The quality map's penalty per diagnosed family, in score points per unit of strength (1 ≈ library level 5):
+#: each window reads the score head minus these times the diagnosis heads' strengths on that window
+#: (:func:`quality_map`). Fitted without MOS by ``scripts/fit_map_penalty.py`` (BSDS500 + McMaster,
+#: library degradations): see docs/EXPLAIN.md, "The quality map".
+#: These are the values of ``crossiqa-v1``'s file (``crossiqa_lite0_livec``), and the default for any file not in
+#: :data:`MAP_PENALTY_BY_METRIC`. ``crossiqa-noiseaware-v1`` charges ``MAP_PENALTY['noise']`` and
+#: ``crossiqa-noiseaware`` its file's entry's (``crossiqa_pyiqa/registration.py`` reads both from here).
+MAP_PENALTY: dict[str, float] = {'blur': 75.7, 'noise': 38.0, 'compression': 54.9, 'exposure': 32.4,
+                                  'contrast': 23.3, 'colour': 41.7}
+#: The penalty fitted for another shipped file, keyed by the ``metric_name`` its metadata records: a new score head
+#: costs each family a different number of points (``python scripts/fit_map_penalty.py --weights FILE``, 4.2 min).
+MAP_PENALTY_BY_METRIC: dict[str, dict[str, float]] = {
+    'crossiqa-lite0-tone': {'blur': 70.1, 'noise': 29.3, 'compression': 44.5, 'exposure': 31.9, 'contrast': 39.4,
+                            'colour': 46.8},
+}
+
+
+def map_penalty_for(net: Any) -> dict[str, float]:
+    """The map's penalty per family for this network's weight file: its own fit where one is recorded in
+    :data:`MAP_PENALTY_BY_METRIC`, else :data:`MAP_PENALTY`."""
+    return dict(MAP_PENALTY_BY_METRIC.get((net.info or {}).get('metric_name'), MAP_PENALTY))
 
 
 def encode_maps(net, x: torch.Tensor) -> dict:
@@ -143,7 +167,7 @@ def quality_map(net, encoded: dict, window: int, centre: bool = True, penalty=No
                 heads=None) -> torch.Tensor:
     """Local scores (B, h, w): the score head on each cell's window, less a penalty per diagnosed family.
 
-    ``penalty``: {family: score points per unit of strength} (see ``explanation.MAP_PENALTY``):
+    ``penalty``: {family: score points per unit of strength} (see :data:`MAP_PENALTY`):
     each window's value is ``head_weight`` x the score head's minus ``sum_f penalty[f] * s_f``, ``s_f``
     the diagnosis heads' strength of family ``f`` on that window's features (``heads``: see
     :func:`family_strength_maps`). The score head hardly moves with a window's exposure, contrast or
