@@ -1,4 +1,4 @@
-"""Fit the quality map's penalty per diagnosed family (``crossiqa_pyiqa.explanation.MAP_PENALTY``), no MOS.
+"""Fit the quality map's penalty per diagnosed family (``archs.quality_map.MAP_PENALTY``), no MOS.
 
     python scripts/fit_map_penalty.py [--weights FILE] [--bsds 42] [--out runs/map_penalty]
 
@@ -11,8 +11,8 @@ family ``f`` in :data:`FIT_TYPES` at level 4, floored at 0. So a window that rea
 family as a whole photo would is marked down by what the score takes off that photo for it.
 The photos: the McMaster set and ``--bsds`` BSDS500 photos (the diagnosis heads' fitting
 photos; Kodak24 stays held out for ``scripts/explain_evidence.py``). No MOS is read: the score
-head is only asked how much it drops. Prints the fitted dict (paste it into ``MAP_PENALTY_BY_METRIC``) and
-writes it with the fit's data to ``--out``/map_penalty.json. About 5 minutes on one CPU thread.
+head is only asked how much it drops. Prints the fitted dict (paste it into
+``archs.quality_map.MAP_PENALTY_BY_METRIC`` under the file's ``metric_name``) and writes it with the fit's data to ``--out``/map_penalty.json. About 5 minutes on one CPU thread.
 """
 from __future__ import annotations
 
