@@ -12,7 +12,8 @@ family as a whole photo would is marked down by what the score takes off that ph
 The photos: the McMaster set and ``--bsds`` BSDS500 photos (the diagnosis heads' fitting
 photos; Kodak24 stays held out for ``scripts/explain_evidence.py``). No MOS is read: the score
 head is only asked how much it drops. Prints the fitted dict (paste it into
-``archs.quality_map.MAP_PENALTY_BY_METRIC`` under the file's ``metric_name``) and writes it with the fit's data to ``--out``/map_penalty.json. About 5 minutes on one CPU thread.
+``archs.quality_map.MAP_PENALTY_BY_METRIC`` under the file's ``metric_name``) and writes it with the fit's
+data to ``--out``/map_penalty.json. About 5 minutes on one CPU thread.
 """
 from __future__ import annotations
 
