@@ -165,3 +165,33 @@ def test_real_noise_probe_noise_floor_reads_the_noise_level_not_the_content():
     assert all(a < b for a, b in zip(floors, floors[1:]))
     # the floor grows in proportion to the noise (the high-pass keeps a fixed share of white noise)
     assert 1.6 < floors[3] / floors[2] < 2.4
+
+
+@pytest.mark.parametrize('mos_pays', [True, False], ids=['mos-pays-for-noise', 'mos-ignores-noise'])
+def test_real_noise_probe_cv_gamma_charges_noise_only_when_the_mos_pays_for_it(metrics, mos_pays):
+    """tools/real_noise_probe.py section 7: gamma is chosen by CV inside each training split. When the MOS falls
+    with a noise reading the features do not carry, CV finds the true cost and the noisy twin loses; when the MOS
+    ignores it, no penalty is chosen and the twin with more of the rewarded feature wins."""
+    net = metrics[0].net
+    dim = sum(sl.stop - sl.start for _, _, sl in net.feature_groups())
+    rng = np.random.default_rng(0)
+    loadings = rng.normal(size=(3, dim))  # every feature carries three latent qualities, as CNN features do
+    latent = rng.normal(size=(260, 3))
+    feats = latent @ loadings + rng.normal(size=(260, dim))
+    x, f_clean = feats[:240], feats[240:]
+    noise = rng.normal(size=240)
+    mos = latent[:240].sum(1) - (1.5 * noise if mos_pays else 0) + 0.2 * rng.normal(size=240)
+    perm = [rng.permutation(240) for _ in range(4)]
+    splits = [(p[:190], p[190:]) for p in perm]
+    f_noisy = f_clean + loadings.sum(0) / 3  # the noisy twin looks better to the plain ridge (+1 MOS), reads 2 more
+    reg = {'alphas': [0.1, 1.0, 10.0, 100.0], 'cv_folds': 5, 'seed': 0}
+    (row,) = real_noise_probe().cv_gamma_choice(net, x, mos, splits, reg, (f_clean, f_noisy),
+                                                (noise, np.zeros(20), np.full(20, 2.0)), gammas=np.arange(0, 3.25, 0.25),
+                                                lowest=(0,), scorings=('mse',))
+    if mos_pays:
+        assert all(1.25 <= g <= 1.75 for g in row['gammas'])  # the true cost, 1.5
+        assert row['polyu_clean_preferred'] > 0.9
+    else:
+        assert np.median(row['gammas']) == 0
+        assert row['polyu_clean_preferred'] < 0.1
+    assert row['clive_srcc_median'] > 0.5

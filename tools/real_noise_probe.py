@@ -32,6 +32,9 @@
 6. With ``--calibrated-penalty``, **section 4's penalty fixed without PolyU and without MOS**
    (``calibrated_sweep``): only the reading above a quantile of clean photos' reading is charged, at
    the split head's own cost of a unit of it on synthetic noise (``scripts/fit_noise_penalty.py``).
+7. With ``--cv-gamma``, **section 4's penalty with gamma chosen by CLIVE's MOS alone** (``cv_gamma_choice``):
+   gamma and the ridge alpha by k-fold CV inside each CLIVE training split, then scored on the split's test
+   part and on PolyU. Nothing is read off PolyU; a gamma that CLIVE does not pay for is not chosen.
 
 Writes ``probe.json`` and ``probe.md`` under ``--out``. On a 2-core CPU: 7.4 min with
 ``--readout-heads ridge`` (CLIVE features computed, then cached under the options' ``cache_dir``),
@@ -251,6 +254,52 @@ def calibrated_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict,
     return out
 
 
+def cv_gamma_choice(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, polyu: tuple, noise: tuple,
+                    gammas: Sequence[float] = tuple(range(0, 65, 5)), lowest: tuple = (0, 4),
+                    scorings: tuple = ('mse', 'srcc')) -> list[dict]:
+    """Section 4's penalty with gamma chosen by CLIVE alone: in each split's training part, the (alpha, gamma) whose
+    k-fold score of ``ridge - gamma x noise`` is best (``scoring`` as the fit protocol's ``cv_scoring``, or SRCC),
+    then the split's head refitted with that alpha and scored on its test part and on PolyU. Neither PolyU nor a
+    test row chooses anything; ties go to the larger alpha and the smaller gamma."""
+    from scipy.stats import spearmanr
+
+    from crossiqa_pyiqa.regression.ridge import cv_predictions, fit_ridge
+
+    (f_clean, f_noisy), (clive_noise, n_clean, n_noisy) = polyu, noise
+    alphas, gammas = [float(a) for a in reg['alphas']], np.asarray(gammas, dtype=np.float64)
+    out = []
+    for k in lowest:
+        cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
+                               if stage is None or stage >= k])
+        folds = [cv_predictions(clive[np.ix_(train, cols)], mos[train], alphas, reg['cv_folds'], reg['seed'] + i)
+                 for i, (train, _) in enumerate(splits)]
+        for scoring in scorings:
+            rows = []
+            for i, (train, test) in enumerate(splits):
+                y, n = mos[train], clive_noise[train]
+                score = np.zeros((len(alphas), len(gammas)))
+                for val, pred in folds[i]:  # pred: (n_val, alphas); penalised: (n_val, alphas, gammas)
+                    penalised = pred[:, :, None] - gammas * n[val][:, None, None]
+                    if scoring == 'mse':
+                        score -= ((penalised - y[val][:, None, None]) ** 2).mean(axis=0)
+                    else:
+                        score += np.array([[spearmanr(penalised[:, a, g], y[val])[0] for g in range(len(gammas))]
+                                           for a in range(len(alphas))])
+                best = np.argwhere(score >= score.max() - 1e-12)
+                a, g = max(best, key=lambda ag: (ag[0], -ag[1]))
+                model = fit_ridge(clive[np.ix_(train, cols)], y, alphas[a])
+                gamma = gammas[g]
+                rows.append((gamma, spearmanr(model.predict(clive[np.ix_(test, cols)]) - gamma * clive_noise[test],
+                                              mos[test])[0],
+                             ((model.predict(f_clean[:, cols]) - gamma * n_clean)
+                              > (model.predict(f_noisy[:, cols]) - gamma * n_noisy)).mean()))
+            r = np.asarray(rows, dtype=float)
+            out.append({'stages_from': k, 'scoring': scoring, 'gammas': [float(v) for v in r[:, 0]],
+                        'clive_srcc_median': float(np.median(r[:, 1])),
+                        'polyu_clean_preferred': float(np.median(r[:, 2]))})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('-m', '--metric', default='crossiqa')
@@ -269,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--calibrated-penalty', action='store_true',
                    help="6: section 4's penalty gated at a quantile of clean photos' reading, gamma fitted on "
                         'synthetic noise (scripts/fit_noise_penalty.py), per split; no PolyU, no MOS (3 min more)')
+    p.add_argument('--cv-gamma', action='store_true',
+                   help="7: section 4's penalty with gamma chosen with the ridge alpha by k-fold CV inside each CLIVE "
+                        'training split: no PolyU, no test rows (1-2 min more)')
     p.add_argument('--readout-heads', choices=('ridge', 'both'), default='both',
                    help='section 4: plain ridge only, or also ridge+ranking (about 20 min more on 2 cores)')
     args = p.parse_args(argv)
@@ -433,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
                                                 (clive_noise, n_c, n_n), photo_feats, photo_noise,
                                                 probes=plain_probes)
 
+    if args.cv_gamma:  # 7. gamma chosen by CLIVE's MOS alone
+        result['cv_gamma'] = cv_gamma_choice(net, feats, records.mos, splits, reg, (f_clean, f_noisy),
+                                             (clive_noise, n_c, n_n))
+
     # 5. how loud is the real noise next to what CLIVE's photos carry, and what CLIVE's MOS says of it
     floors = {'polyu_noisy': [noise_floor(_load(a)) for a, _ in pairs],
               'polyu_clean': [noise_floor(_load(b)) for _, b in pairs],
@@ -490,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"{r['gamma_median']:.2f} | {r['clive_charged']:.2f} | {r['synthetic_clean_preferred']:.2f} / "
                  f"{r['synthetic_clean_preferred_penalised']:.2f} | {r['clive_srcc_median']:.4f} | "
                  f"{r['polyu_clean_preferred']:.2f} |" for r in result['calibrated']]]
+    if 'cv_gamma' in result:
+        md += ['', f'| plain ridge, stages >= k (+ q); minus gamma x {penalty}, gamma and alpha chosen by CV in each '
+               'CLIVE training split | gamma per split | CLIVE SRCC | PolyU clean preferred |', '|---|---|---|---|',
+               *[f"| k = {r['stages_from']}, CV score {r['scoring']} | {' '.join(f'{g:g}' for g in r['gammas'])} | "
+                 f"{r['clive_srcc_median']:.4f} | {r['polyu_clean_preferred']:.2f} |" for r in result['cv_gamma']]]
     nf = result['noise_floor']
     md += ['', '| pixel noise floor (x 1000; 5x5 std of the luma high-pass, 20th percentile) | quartiles |',
            '|---|---|',

@@ -191,6 +191,23 @@ def kfold(n: int, k: int, seed: int = 0, groups: Sequence | None = None) -> list
     return out
 
 
+def cv_predictions(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
+                   seed: int = 0, penalty: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per k-fold split of (x, y): (validation rows, their predictions for every alpha, shape (n_val, n_alphas)).
+
+    Only ``x``/``y`` are seen: callers pass the training split, never test rows.
+    """
+    x, y = _check_xy(x, y)
+    out = []
+    for fit_idx, val_idx in kfold(x.shape[0], min(n_folds, x.shape[0]), seed):
+        mean, std = standardisation(x[fit_idx], penalty)
+        coefs = _svd_solutions((x[fit_idx] - mean) / std, y[fit_idx] - y[fit_idx].mean(), alphas)
+        with _one_thread():
+            pred = (torch.from_numpy((x[val_idx] - mean) / std) @ torch.from_numpy(coefs).T).numpy()
+        out.append((val_idx, pred + y[fit_idx].mean()))
+    return out
+
+
 def cv_scores(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
               seed: int = 0, scoring: str = 'mse', penalty: np.ndarray | None = None) -> np.ndarray:
     """Validation score per alpha (higher is better): ``-MSE`` or mean SRCC over the folds.
@@ -202,22 +219,16 @@ def cv_scores(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_AL
     x, y = _check_xy(x, y)
     if scoring not in ('mse', 'srcc'):
         raise ValueError(f"scoring must be 'mse' or 'srcc', got {scoring!r}")
-    n_folds = min(n_folds, x.shape[0])
+    folds = cv_predictions(x, y, alphas, n_folds, seed, penalty)
     scores = np.zeros(len(alphas))
-    for fit_idx, val_idx in kfold(x.shape[0], n_folds, seed):
-        mean, std = standardisation(x[fit_idx], penalty)
-        xs = (x[fit_idx] - mean) / std
-        coefs = _svd_solutions(xs, y[fit_idx] - y[fit_idx].mean(), alphas)
-        with _one_thread():
-            pred = (torch.from_numpy((x[val_idx] - mean) / std) @ torch.from_numpy(coefs).T).numpy()
-        pred += y[fit_idx].mean()  # (n_val, n_alphas)
+    for val_idx, pred in folds:
         if scoring == 'mse':
             scores -= ((pred - y[val_idx, None]) ** 2).mean(axis=0)
         else:
             for j in range(len(alphas)):
                 r = stats.spearmanr(pred[:, j], y[val_idx])[0] if len(val_idx) > 2 else 0.0
                 scores[j] += 0.0 if not np.isfinite(r) else r
-    return scores / n_folds
+    return scores / len(folds)
 
 
 def select_alpha(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS, n_folds: int = 5,
