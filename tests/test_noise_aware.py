@@ -186,8 +186,8 @@ def test_real_noise_probe_cv_gamma_charges_noise_only_when_the_mos_pays_for_it(m
     f_noisy = f_clean + loadings.sum(0) / 3  # the noisy twin looks better to the plain ridge (+1 MOS), reads 2 more
     reg = {'alphas': [0.1, 1.0, 10.0, 100.0], 'cv_folds': 5, 'seed': 0}
     (row,) = real_noise_probe().cv_gamma_choice(net, x, mos, splits, reg, (f_clean, f_noisy),
-                                                (noise, np.zeros(20), np.full(20, 2.0)), gammas=np.arange(0, 3.25, 0.25),
-                                                lowest=(0,), scorings=('mse',))
+                                                (noise, np.zeros(20), np.full(20, 2.0)),
+                                                gammas=np.arange(0, 3.25, 0.25), lowest=(0,), scorings=('mse',))
     if mos_pays:
         assert all(1.25 <= g <= 1.75 for g in row['gammas'])  # the true cost, 1.5
         assert row['polyu_clean_preferred'] > 0.9
