@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -431,3 +432,33 @@ def test_fit_noise_penalty_calibrates_the_level_reading_and_the_metric_charges_i
         fit_noise_penalty.main([*common, '--out', out, '--quantile', '1.5'])
     with pytest.raises(SystemExit):
         fit_noise_penalty.main([*common, '--out', out, '--types', 'grain'])
+
+
+def test_level_head_check_ranks_each_type_by_its_own_groups_reading(image_dir, tmp_path):
+    """tools/level_head_check.py section 4: a type is read by the output of its level group (types outside the run's
+    groups are skipped), and the order is that output's: the negated head gives the negated SRCC, a zeroed output
+    gives no order at all."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import level_head_check
+
+    task = _small_task(image_dir, str(tmp_path / 'cache'), 'train.loss.level_weight=1',
+                       'train.loss.level_groups=[noise,colour,exposure]',
+                       'degradations.weights={white_noise: 1.0, color_saturation_1: 1.0, darken: 1.0}').eval()
+    crops = [_photo(name, 64) for name in ('astronaut', 'coffee')]
+    types = ['white_noise', 'gaussian_blur', 'darken', 'color_saturation_1']
+    orders = level_head_check.ladder_orders(task, crops, types)
+    assert list(orders) == ['white_noise (noise)', 'darken (exposure)', 'color_saturation_1 (colour)']
+    assert all(-1 <= v <= 1 for v in orders.values())
+    with torch.no_grad():
+        task.level_head.weight.neg_()
+        task.level_head.bias.neg_()
+        flipped = level_head_check.ladder_orders(task, crops, types)
+        task.level_head.weight[0] = 0  # the noise output reads nothing: constant readings, no correlation
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            silent = level_head_check.ladder_orders(task, crops, ['white_noise'])
+    assert flipped == pytest.approx({k: -v for k, v in orders.items()})
+    assert np.isnan(silent['white_noise (noise)'])
+    summary = level_head_check.summary(np.array([[0.2, -0.1, 0.0], [0.4, 0.1, 0.2]]), list(task.level_groups))
+    assert summary['more_noise_read'] == 1.0 and summary['median_exposure'] == pytest.approx(0.1)
+    assert 'median_blur' not in summary

@@ -20,6 +20,10 @@ each group's predicted difference (noise, blur, sharpen; in level / 5 units). No
    each photo alone (``level_head(q)``, which carries an unknown offset because the head was trained on
    differences, so only its spread and order mean something), against PolyU's noisy and clean shots, and
    its rank correlation with the MOS: does CLIVE's MOS mark down what the pretext reads as noise?
+4. With ``--ladder-types T1,T2,...``: the pretext's own L-test. Each type is applied to the Kodak crops at
+   levels 1-5 (one nested draw per crop); the run's reading of that type's level group on q(level) - q(crop)
+   should rise with the level. Per type: the mean over crops of its SRCC with the level. This asks whether
+   what the level term taught ``q`` carries over to held-out photos, before any head is fitted on MOS.
 Writes ``level_head_check.md`` and ``.json`` under ``--out``.
 """
 from __future__ import annotations
@@ -30,6 +34,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -67,11 +73,34 @@ def level_differences(task, q_degraded: torch.Tensor, q_reference: torch.Tensor)
         return task.level_head(q_degraded - q_reference).numpy()
 
 
-def summary(diff: np.ndarray) -> dict:
-    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
-
+def summary(diff: np.ndarray, groups: Sequence[str]) -> dict:
+    """``groups``: the run's level groups, in the order of its head's outputs (noise first)."""
     return {'n': len(diff), 'more_noise_read': float((diff[:, 0] > 0).mean()),
-            **{f'median_{g}': float(np.median(diff[:, j])) for j, g in enumerate(LEVEL_GROUPS)}}
+            **{f'median_{g}': float(np.median(diff[:, j])) for j, g in enumerate(groups)}}
+
+
+def ladder_orders(task, crops: Sequence[torch.Tensor], types: Sequence[str]) -> dict[str, float]:
+    """Section 4: for each of ``types`` in one of the run's level groups, the mean over crops of the SRCC between
+    level (0 = the crop, 1..5 one nested draw) and that group's reading of q(level) - q(crop): the pretext's own
+    L-test, with no head fitted on MOS."""
+    from scipy.stats import spearmanr
+
+    from crossiqa_pyiqa.degradations import apply
+
+    groups = list(task.level_groups)
+    out = {}
+    for t in types:
+        column = next((j for j, g in enumerate(groups) if t in task.level_groups[g]), None)
+        if column is None:
+            continue
+        orders = []
+        for i, x in enumerate(crops):
+            ladder = [x] + [apply(x, t, lv, generator=torch.Generator().manual_seed(i)) for lv in range(1, 6)]
+            q = quality_codes(task, ladder)
+            reading = level_differences(task, q, q[:1])[:, column]
+            orders.append(spearmanr(reading, np.arange(6)).correlation)
+        out[f'{t} ({groups[column]})'] = float(np.nanmean(orders))
+    return out
 
 
 def noise_readings(task, q: torch.Tensor) -> np.ndarray:
@@ -104,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--crop', type=int, default=256)
     p.add_argument('--out', default='runs/level_head_check')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--ladder-types', default='',
+                   help='4: comma-separated library types; each whose level group the run reads is ranked over its '
+                        "five nested levels by the run's own reading (no MOS head)")
+    p.add_argument('--ladder-crops', type=int, default=24, help='4: how many Kodak crops')
     p.add_argument('--regress', default='options/regress/crossiqa_livec.yml',
                    help="section 3's labelled set (its dataset block); 'none' skips it")
     args = p.parse_args(argv)
@@ -132,29 +165,35 @@ def main(argv: list[str] | None = None) -> int:
 
         records = protocol_data(load_options(args.regress)).records
     result: dict = {}
+    ladders: dict = {}
     for name, path in runs:
         task = load_task(path)
         q_noisy, q_clean = (quality_codes(task, (pair[k] for pair in polyu)) for k in (0, 1))
-        result[name] = {'checkpoint': path,
-                        'polyu real noise': summary(level_differences(task, q_noisy, q_clean))}
+        groups = list(task.level_groups)
+        result[name] = {'checkpoint': path, 'groups': groups,
+                        'polyu real noise': summary(level_differences(task, q_noisy, q_clean), groups)}
         for label, pairs in controls.items():
             q_deg, q_ref = (quality_codes(task, (pair[k] for pair in pairs)) for k in (0, 1))
-            result[name][label] = summary(level_differences(task, q_deg, q_ref))
+            result[name][label] = summary(level_differences(task, q_deg, q_ref), groups)
+        if args.ladder_types:
+            ladders[name] = ladder_orders(task, kodak[:args.ladder_crops], args.ladder_types.split(','))
         if records is not None:
             result[name]['labelled set'] = clive_section(task, records, q_noisy, q_clean)
-    from crossiqa_pyiqa.train.cached_pretext import LEVEL_GROUPS
-
     lines = [f'# The pretext level head on real and synthetic noise ({(time.time() - t0) / 60:.1f} min)', '',
              'Head applied to q(noisy or degraded) − q(clean): the fraction of pairs where it reads more noise, and '
              'the median predicted difference per group (level / 5 units).', '',
-             '| run | pairs | n | reads more noise | ' + ' | '.join(f'median {g}' for g in LEVEL_GROUPS) + ' |',
-             '|---|---|---|---|' + '---|' * len(LEVEL_GROUPS)]
+             '| run | pairs | n | reads more noise | medians per group |', '|---|---|---|---|---|']
     for name, sets in result.items():
         for label, s in sets.items():
-            if label in ('checkpoint', 'labelled set'):
+            if label in ('checkpoint', 'groups', 'labelled set'):
                 continue
             lines.append(f"| {name} | {label} | {s['n']} | {s['more_noise_read']:.2f} | "
-                         + ' | '.join(f"{s[f'median_{g}']:+.3f}" for g in LEVEL_GROUPS) + ' |')
+                         + ', '.join(f"{g} {s[f'median_{g}']:+.3f}" for g in sets['groups']) + ' |')
+    for name, orders in ladders.items():
+        result[name]['ladder_orders'] = orders
+        lines += ['', f'**{name}, its own L-test** (SRCC of level 0..5 with its group\'s reading of q(level) − '
+                  f'q(crop), mean over {args.ladder_crops} Kodak crops): '
+                  + ', '.join(f'{t} {v:.2f}' for t, v in orders.items()) + '.']
     for name, sets in result.items():
         if 'labelled set' in sets:
             c = sets['labelled set']
