@@ -171,6 +171,12 @@ def block_attribution(net, f_clean: np.ndarray, f_noisy: np.ndarray) -> list[dic
              'mean_push': float(diff[:, cols].sum(1).mean())} for label, _, cols in net.feature_groups()]
 
 
+def stage_columns(net, k: int) -> np.ndarray:
+    """The feature columns a head reading only stages >= k (and ``q``) sees."""
+    return np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
+                           if stage is None or stage >= k])
+
+
 def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_clean: np.ndarray,
                   f_noisy: np.ndarray, noise: tuple, rows=None, lowest: tuple = (0, 3, 4, 5, 6),
                   gammas: tuple = (0, 10, 20, 40), all_stages_probe=None, probes: dict | None = None) -> list[dict]:
@@ -192,8 +198,7 @@ def readout_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, f_
     out = []
     runs = [(k, h) for h in ('ridge', 'ridge+ranking')[:1 + (rows is not None)] for k in lowest]
     for k, head in progress(iterable=runs, desc='readouts (10 splits each)', unit='head'):
-        cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
-                               if stage is None or stage >= k])
+        cols = stage_columns(net, k)
         sub = None if head == 'ridge' else RankingRows(rows.diffs[:, cols], rows.margins, rows.weight)
         if head == 'ridge' and len(cols) == clive.shape[1] and all_stages_probe is not None:
             probe = all_stages_probe  # the same fit, already made for section 3
@@ -231,8 +236,7 @@ def calibrated_sweep(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict,
     (f_clean, f_noisy), (clive_noise, n_clean, n_noisy) = polyu, noise
     out = []
     for k in lowest:
-        cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
-                               if stage is None or stage >= k])
+        cols = stage_columns(net, k)
         probe = (probes or {}).get(k) or linear_probe(clive[:, cols], mos, splits, reg['alphas'], reg['cv_folds'],
                                                       reg['seed'], reg['cv_scoring'])
         for quantile in quantiles:
@@ -269,8 +273,7 @@ def cv_gamma_choice(net, clive: np.ndarray, mos: np.ndarray, splits, reg: dict, 
     alphas, gammas = [float(a) for a in reg['alphas']], np.asarray(gammas, dtype=np.float64)
     out = []
     for k in lowest:
-        cols = np.concatenate([np.arange(sl.start, sl.stop) for _, stage, sl in net.feature_groups()
-                               if stage is None or stage >= k])
+        cols = stage_columns(net, k)
         folds = [cv_predictions(clive[np.ix_(train, cols)], mos[train], alphas, reg['cv_folds'], reg['seed'] + i)
                  for i, (train, _) in enumerate(splits)]
         for scoring in scorings:
