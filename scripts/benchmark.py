@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--ranking_types', nargs='+', default=None,
                         help='degradation types for --mode ranking: names (camera family included) or the '
                              'shorthands kadid, camera, all (default: the 25 KADID types)')
+    parser.add_argument('--ranking_baseline', default=None, metavar='NAME',
+                        help='ranking mode: per-type L gaps of the other metrics against this one (e.g. the frozen '
+                             'backbone), paired by image, with 95%% bootstrap intervals and a forest plot')
     parser.add_argument('--reverse_order', action='store_true',
                         help='score images last-first: start a second process with it to spread a slow metric '
                              '(e.g. ilniqe) over two cores; both share the score cache')
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             scatter_metric=args.scatter_metric, pristine_dir=args.pristine_dir,
             ranking_max_images=args.ranking_max_images, ranking_crop=args.ranking_crop or None,
             ranking_types=args.ranking_types, ranking_level_draws=args.ranking_level_draws,
-            device='cuda' if args.use_gpu else 'cpu',
+            ranking_baseline=args.ranking_baseline, device='cuda' if args.use_gpu else 'cpu',
             reverse_order=args.reverse_order)
         run(cfg)
     except (DatasetError, KeyError, ValueError, FileNotFoundError, ImportError) as error:

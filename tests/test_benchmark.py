@@ -123,8 +123,12 @@ def test_zeroshot_and_ranking_modes(setup):
     # ranking mode scores only the metrics named by -m (crossiqa-toy-head is defined, not named)
     out = run_bench(setup, 'rank', '-m', 'piqe', 'crossiqa-zs-toy', '--metric_opt', str(zs_opt), '--mode', 'ranking',
                     '--pristine_dir', str(pristine), '--ranking_max_images', '2', '--ranking_crop', '64',
-                    '--ranking_types', 'gaussian_blur', 'white_noise', '--markdown', str(root / 'rank.md'))
+                    '--ranking_types', 'gaussian_blur', 'white_noise', '--markdown', str(root / 'rank.md'),
+                    '--ranking_baseline', 'piqe')
     rows = list(csv.DictReader(open(out / 'ranking.csv')))
+    for r in rows:
+        assert float(r['l_ci95_low']) <= float(r['l_srcc_mean']) <= float(r['l_ci95_high'])
+    assert 'crossiqa-zs-toy - piqe' in (root / 'rank.md').read_text() and (out / 'ranking_gaps.png').stat().st_size
     assert {r['metric'] for r in rows} == {'piqe', 'crossiqa-zs-toy'}
     assert {r['type'] for r in rows} == {'gaussian_blur', 'white_noise', 'all'}
     for r in rows:
@@ -138,12 +142,41 @@ def test_ranking_statistics_sign_and_perfect_metric():
     items = ranking_items(3, ['a', 'b'], levels=(1, 2, 3, 4, 5))
     quality = np.array([10.0 - it.level for it in items])  # pristine best, monotone in level
     res = ranking_tests(items, quality, lower_better=False)
-    assert res['a'] == pytest.approx({'l_srcc': 1.0, 'd_pair': 1.0, 'd_auc': 1.0, 'n_images': 3})
+    assert {k: res['a'][k] for k in ('l_srcc', 'd_pair', 'd_auc', 'n_images')} == pytest.approx(
+        {'l_srcc': 1.0, 'd_pair': 1.0, 'd_auc': 1.0, 'n_images': 3})
+    assert res['a']['l_ci'] == pytest.approx((1.0, 1.0)) and res['a']['l_per_image'] == pytest.approx({0: 1.0, 1: 1.0, 2: 1.0})
     flipped = ranking_tests(items, -quality, lower_better=True)  # a distance: lower is better
     assert flipped['all']['l_srcc'] == pytest.approx(1.0) and flipped['all']['d_pair'] == pytest.approx(1.0)
     blind = ranking_tests(items, np.zeros(len(items)), lower_better=False)
     assert blind['b']['l_srcc'] == 0.0 and blind['b']['d_pair'] == 0.5
     assert auc(np.array([1.0, 2.0]), np.array([0.0, 3.0])) == pytest.approx(0.5)
+
+
+def test_paired_l_gaps_tell_a_lead_from_the_choice_of_images():
+    """Two metrics ranked on the same 8 images: one orders every image, the other reverses half of them. The gap
+    (1.0 = the mean of four 0s and four 2s) has an interval above 0; a metric against itself has none; the lead on
+    two images of one reversal each is not told apart from the images chosen."""
+    from crossiqa_pyiqa.benchmark.ranking import paired_l_gaps
+
+    items = ranking_items(8, ['a'], levels=(1, 2, 3, 4, 5))
+    good = np.array([10.0 - it.level for it in items])
+    half = np.array([10.0 - it.level if it.image < 4 or it.dtype is None else it.level for it in items])
+    tests_good, tests_half = ranking_tests(items, good, False), ranking_tests(items, half, False)
+    assert tests_half['a']['l_srcc'] == pytest.approx(0.0)
+    low, high = tests_half['a']['l_ci']
+    assert -1 < low < 0 < high < 1  # four +1s and four -1s: the mean's interval spans 0
+    gaps = paired_l_gaps(tests_good, tests_half)
+    assert gaps['a']['gap'] == pytest.approx(1.0) and gaps['all']['gap'] == pytest.approx(1.0)
+    assert 0 < gaps['a']['ci'][0] < 1 < gaps['a']['ci'][1] <= 2 and gaps['a']['p_lead'] > 0.97
+    self_gap = paired_l_gaps(tests_good, tests_good)['a']
+    assert self_gap['gap'] == 0 and self_gap['ci'] == (0.0, 0.0) and self_gap['p_lead'] == 0
+    two = ranking_items(2, ['a'], levels=(1, 2, 3, 4, 5))
+    one_flip = np.array([10.0 - it.level if it.image == 0 or it.dtype is None else it.level for it in two])
+    few = paired_l_gaps(ranking_tests(two, 10.0 - np.array([it.level for it in two]), False),
+                        ranking_tests(two, one_flip, False))['a']
+    assert few['ci'][0] == 0.0 and few['p_lead'] < 0.9  # a 2-image lead: its interval reaches 0
+    with pytest.raises(ValueError, match='other images'):
+        paired_l_gaps(tests_good, ranking_tests(two, one_flip, False))
 
 
 def test_nested_level_draws_make_each_level_the_same_distortion_stronger(tmp_path):

@@ -10,11 +10,15 @@ any registered types incl. the camera family, see :func:`ranking_types`; levels 
   ``d_pair`` is the fraction of (pristine, distorted version of it) pairs ranked
   correctly (ties count 1/2); ``d_auc`` the AUC of pristine vs distorted scores across
   all images (the population view of the Waterloo D-test).
+
+A type's L is a mean over few images (the study uses 6), so it comes with a bootstrap
+interval over images (``l_ci``), and :func:`paired_l_gaps` tells whether one metric's
+lead over another on a type is more than the choice of images.
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
@@ -34,16 +38,18 @@ def ranking_types(types: Sequence[str] | str | None) -> list[str]:
     return list(DEGRADATIONS) if types is None else resolve_types(types, 'ranking types')
 
 
-def ranking_tests(items: Sequence[RankingItem], scores: np.ndarray, lower_better: bool) -> dict[str, dict[str, float]]:
-    """Per-type L-test (mean SRCC over images), D-test pair accuracy and AUC; plus an 'all' row."""
+def ranking_tests(items: Sequence[RankingItem], scores: np.ndarray, lower_better: bool) -> dict[str, dict[str, Any]]:
+    """Per-type L-test (mean SRCC over images, with its interval over images), D-test pair accuracy and AUC; plus
+    an 'all' row whose interval resamples images (each image's mean L over the types), not (image, type) cells."""
     q = -np.asarray(scores, dtype=np.float64) if lower_better else np.asarray(scores, dtype=np.float64)
     pristine = {it.image: q[k] for k, it in enumerate(items) if it.dtype is None}
     by_type: dict[str, dict[int, list[tuple[int, float]]]] = {}
     for k, it in enumerate(items):
         if it.dtype is not None:
             by_type.setdefault(it.dtype, {}).setdefault(it.image, []).append((it.level, q[k]))
-    out = {}
-    all_l, all_pairs, all_dist = [], [], []
+    out: dict[str, dict[str, Any]] = {}
+    all_pairs, all_dist = [], []
+    per_image_all: dict[int, list[float]] = {}
     for dtype, per_image in by_type.items():
         l_values, pairs, dist = [], [], []
         for image, lq in per_image.items():
@@ -57,15 +63,53 @@ def ranking_tests(items: Sequence[RankingItem], scores: np.ndarray, lower_better
             pairs.extend(np.where(p > qs, 1.0, np.where(p == qs, 0.5, 0.0)).tolist())
             dist.extend(qs.tolist())
         p_all = np.array(list(pristine.values()))
-        out[dtype] = {'l_srcc': float(np.mean(l_values)), 'd_pair': float(np.mean(pairs)),
+        out[dtype] = {'l_srcc': float(np.mean(l_values)), 'l_ci': bootstrap_mean_ci(l_values),
+                      'l_per_image': dict(zip(per_image, l_values)), 'd_pair': float(np.mean(pairs)),
                       'd_auc': auc(p_all, np.array(dist)), 'n_images': len(per_image)}
-        all_l += l_values
+        for image, value in zip(per_image, l_values):
+            per_image_all.setdefault(image, []).append(value)
         all_pairs += pairs
         all_dist += dist
     if by_type:
-        out['all'] = {'l_srcc': float(np.mean(all_l)), 'd_pair': float(np.mean(all_pairs)),
+        image_means = {image: float(np.mean(v)) for image, v in per_image_all.items()}
+        out['all'] = {'l_srcc': float(np.mean(list(image_means.values()))),
+                      'l_ci': bootstrap_mean_ci(list(image_means.values())), 'l_per_image': image_means,
+                      'd_pair': float(np.mean(all_pairs)),
                       'd_auc': auc(np.array(list(pristine.values())), np.array(all_dist)),
                       'n_images': len(pristine)}
+    return out
+
+
+def bootstrap_means(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """Means of ``n_boot`` resamples of ``values`` with replacement (seeded: the same images give the same draws)."""
+    v = np.asarray(values, dtype=np.float64)
+    return v[np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+
+
+def bootstrap_mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``; NaNs below 2 values."""
+    if len(values) < 2:
+        return float('nan'), float('nan')
+    means, tail = bootstrap_means(values), (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def paired_l_gaps(tests: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]],
+                  level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per type, the mean over images of L(metric) - L(baseline) on the same degraded images, its bootstrap
+    interval, and ``p_lead``: the share of bootstrap resamples of the images where the gap is above 0. A gap
+    whose interval holds 0 is not a lead on that type. Raises ``ValueError`` if the two ran on other images."""
+    out = {}
+    for dtype, res in tests.items():
+        if dtype not in baseline:
+            continue
+        mine, theirs = res['l_per_image'], baseline[dtype]['l_per_image']
+        if set(mine) != set(theirs):
+            raise ValueError(f'{dtype}: the two metrics were ranked on other images; run them in one benchmark')
+        gaps = [mine[k] - theirs[k] for k in mine]
+        out[dtype] = {'gap': float(np.mean(gaps)), 'ci': bootstrap_mean_ci(gaps, level),
+                      'p_lead': float(np.mean(bootstrap_means(gaps) > 0)) if len(gaps) > 1 else float('nan'),
+                      'n_images': len(gaps)}
     return out
 
 

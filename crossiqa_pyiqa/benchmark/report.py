@@ -88,3 +88,26 @@ def plot_scatter(path: str | os.PathLike, pred: np.ndarray, mos: np.ndarray, tit
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_gaps(path: str | os.PathLike, gaps: dict[str, dict[str, dict[str, Any]]], baseline: str) -> None:
+    """Forest plot: per type, each metric's L gap to ``baseline`` with its interval (``gaps[metric][type]``)."""
+    plt = _pyplot()
+    types = list(next(iter(gaps.values()), {}))
+    fig, ax = plt.subplots(figsize=(6.4, 0.8 + 0.28 * len(types)))
+    step = 0.8 / max(1, len(gaps))
+    for k, (metric, per_type) in enumerate(gaps.items()):
+        ys = np.arange(len(types)) + k * step
+        mid = np.array([per_type[t]['gap'] for t in types])
+        ci = np.array([per_type[t]['ci'] for t in types], dtype=float).reshape(-1, 2)
+        ax.errorbar(mid, ys, xerr=np.abs(ci.T - mid), fmt='o', markersize=3, capsize=2, label=metric)
+    ax.axvline(0, color='grey', linewidth=1)
+    ax.set_yticks(np.arange(len(types)) + step * (len(gaps) - 1) / 2, types, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f'L(metric) - L({baseline}), mean over images, 95% interval')
+    ax.grid(alpha=0.3, axis='x')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

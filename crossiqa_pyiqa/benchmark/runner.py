@@ -56,6 +56,7 @@ class BenchmarkConfig:
     ranking_crop: int | None = 256
     ranking_types: list[str] | None = None
     ranking_level_draws: str = 'nested'
+    ranking_baseline: str | None = None  # a metric's name: per-type L gaps of the others against it, paired by image
     device: str = 'cpu'
     reverse_order: bool = False  # score missing images last-first (a second process sharing the cache)
 
@@ -263,6 +264,10 @@ def run_ranking(cfg: BenchmarkConfig) -> tuple[dict[str, Any], str]:
 
     if not cfg.pristine_dir:
         raise ValueError('--mode ranking needs --pristine_dir (held-out pristine images)')
+    names = [spec.name for spec in cfg.metrics]
+    if cfg.ranking_baseline is not None and (cfg.ranking_baseline not in names or len(names) < 2):
+        raise ValueError(f'--ranking_baseline {cfg.ranking_baseline!r} must be one of two or more metrics run '
+                         f'together (-m): {names}')
     types, apply_fn = load_degradations()
     if cfg.ranking_types:  # names of any registered type (camera family included) and the shorthands
         types = ranking_types(cfg.ranking_types)
@@ -285,9 +290,9 @@ def run_ranking(cfg: BenchmarkConfig) -> tuple[dict[str, Any], str]:
         results[spec.name] = {'tests': res, 'seconds_this_run': round(time.time() - t0, 2),
                               'seconds_per_item': round(per_item, 4)}
         for t, r in res.items():
-            rows.append([spec.name, t, r['l_srcc'], r['d_pair'], r['d_auc'], r['n_images']])
+            rows.append([spec.name, t, r['l_srcc'], *r['l_ci'], r['d_pair'], r['d_auc'], r['n_images']])
         del model
-    header = ['metric', 'type', 'l_srcc_mean', 'd_pair_accuracy', 'd_auc', 'n_images']
+    header = ['metric', 'type', 'l_srcc_mean', 'l_ci95_low', 'l_ci95_high', 'd_pair_accuracy', 'd_auc', 'n_images']
     report.write_csv(cfg.save_result_path or Path(cfg.out_dir) / 'ranking.csv', header, rows)
     names = list(results)
     md_rows = [[t] + [results[m]['tests'].get(t, {}).get(k) for m in names for k in ('l_srcc', 'd_pair')]
@@ -298,7 +303,37 @@ def run_ranking(cfg: BenchmarkConfig) -> tuple[dict[str, Any], str]:
           'L = mean over images of SRCC(quality, -level); D = fraction of (pristine, distorted) pairs ranked '
           'correctly.\n\n'
           + report.markdown_table(['type'] + [f'{m} {k}' for m in names for k in ('L', 'D')], md_rows))
+    if cfg.ranking_baseline is not None:
+        md += '\n\n' + ranking_gaps(cfg, results, types + ['all'], len(paths))
     return results, md
+
+
+def ranking_gaps(cfg: BenchmarkConfig, results: dict[str, Any], types: list[str], n_images: int) -> str:
+    """Paired per-type L gaps of every metric against ``cfg.ranking_baseline`` (stored in ``results``), a
+    Markdown table and a forest plot ``ranking_gaps.png`` in the output folder."""
+    from crossiqa_pyiqa.benchmark.ranking import paired_l_gaps
+
+    base = cfg.ranking_baseline
+    others = [m for m in results if m != base]
+    for m in others:
+        results[m]['gaps_vs_baseline'] = paired_l_gaps(results[m]['tests'], results[base]['tests'])
+
+    def cell(m: str, t: str) -> str:
+        g = results[m]['gaps_vs_baseline'].get(t)
+        return '-' if g is None else f"{g['gap']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+
+    def l_cell(m: str, t: str) -> str:
+        r = results[m]['tests'].get(t)
+        return '-' if r is None else f"{r['l_srcc']:.3f} [{r['l_ci'][0]:.2f}, {r['l_ci'][1]:.2f}]"
+
+    rows = [[t, l_cell(base, t)] + [c for m in others for c in (l_cell(m, t), cell(m, t))] for t in types]
+    report.plot_gaps(Path(cfg.out_dir) / 'ranking_gaps.png',
+                     {m: {t: results[m]['gaps_vs_baseline'][t] for t in types
+                          if t in results[m]['gaps_vs_baseline']} for m in others}, base)
+    return (f'### L-test gaps against {base}, paired by image ({n_images} images, 95% bootstrap intervals over '
+            'images)\n\nA gap whose interval holds 0 is within what another draw of images would change.\n\n'
+            + report.markdown_table(['type', f'{base} L'] + [h for m in others for h in (f'{m} L', f'{m} - {base}')],
+                                    rows))
 
 
 def _jsonable(obj: Any) -> Any:
